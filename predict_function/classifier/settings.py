@@ -1,0 +1,73 @@
+"""Environment variable names and the frozen settings read from them once per cold start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+# Environment variable names (documented in template.yaml and README.md).
+MODEL_PATH = "MODEL_PATH"
+DEFAULT_TOP_K = "DEFAULT_TOP_K"
+ALLOW_PRIVATE_URLS = "ALLOW_PRIVATE_URLS"
+ALLOWED_HOSTS = "ALLOWED_HOSTS"
+ALLOWED_PORTS = "ALLOWED_PORTS"
+MAX_DOWNLOAD_BYTES = "MAX_DOWNLOAD_BYTES"
+MAX_IMAGE_PIXELS = "MAX_IMAGE_PIXELS"
+FETCH_CONNECT_TIMEOUT = "FETCH_CONNECT_TIMEOUT"
+FETCH_READ_TIMEOUT = "FETCH_READ_TIMEOUT"
+MAX_REDIRECTS = "MAX_REDIRECTS"
+ORT_INTRA_OP_THREADS = "ORT_INTRA_OP_THREADS"
+
+# Set by Lambda (and by the base image): where the function's code and model live.
+LAMBDA_TASK_ROOT = "LAMBDA_TASK_ROOT"
+DEFAULT_MODEL_RELATIVE_PATH = os.path.join("model", "model.onnx")
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(item.strip().lower() for item in (value or "").split(",") if item.strip())
+
+
+def _default_model_path(env: Mapping[str, str]) -> str:
+    task_root = env.get(LAMBDA_TASK_ROOT) or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(task_root, DEFAULT_MODEL_RELATIVE_PATH)
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: str
+    default_top_k: int = 5
+    allow_private_urls: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_ports: tuple[int, ...] = (80, 443)
+    max_download_bytes: int = 15 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+    fetch_connect_timeout: float = 3.0
+    fetch_read_timeout: float = 10.0
+    max_redirects: int = 3
+    ort_intra_op_threads: int = 0  # 0: one thread per available CPU
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        try:
+            return cls(
+                model_path=env.get(MODEL_PATH) or _default_model_path(env),
+                default_top_k=int(env.get(DEFAULT_TOP_K, 5)),
+                allow_private_urls=_flag(env.get(ALLOW_PRIVATE_URLS)),
+                allowed_hosts=_csv(env.get(ALLOWED_HOSTS)),
+                allowed_ports=tuple(int(p) for p in _csv(env.get(ALLOWED_PORTS, "80,443"))),
+                max_download_bytes=int(env.get(MAX_DOWNLOAD_BYTES, 15 * 1024 * 1024)),
+                max_image_pixels=int(env.get(MAX_IMAGE_PIXELS, 50_000_000)),
+                fetch_connect_timeout=float(env.get(FETCH_CONNECT_TIMEOUT, 3.0)),
+                fetch_read_timeout=float(env.get(FETCH_READ_TIMEOUT, 10.0)),
+                max_redirects=int(env.get(MAX_REDIRECTS, 3)),
+                ort_intra_op_threads=int(env.get(ORT_INTRA_OP_THREADS, 0)),
+            )
+        except ValueError as exc:
+            # A misconfigured function should fail its cold start loudly, naming the variable.
+            raise ValueError(f"invalid function setting: {exc}") from exc

@@ -1,0 +1,195 @@
+"""The model card stored inside the ONNX file: preprocessing, output activation, labels.
+
+This module is the single definition shared by ``model_export`` (which writes the
+card and checks parity through :func:`preprocess`) and by the Lambda handler
+(which reads the card from the model it loads and applies the very same
+:func:`preprocess`). Only numpy and Pillow are used here.
+
+The card is one JSON document stored under :data:`METADATA_KEY` in the ONNX
+``metadata_props``; onnxruntime exposes it as
+``session.get_modelmeta().custom_metadata_map[METADATA_KEY]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
+
+METADATA_KEY = "image_classifier.card"
+SCHEMA_VERSION = 1
+
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+LAYOUTS = ("NCHW", "NHWC")
+CHANNEL_ORDERS = ("RGB", "BGR")
+ACTIVATIONS = ("none", "softmax", "sigmoid")
+
+
+class SpecError(ValueError):
+    """The card is missing, malformed, or of an unknown schema version."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB image becomes the model's input tensor.
+
+    Order of operations (the same at export-check time and at serving time):
+    1. optional center crop: a square of side ``int(crop_fraction * min(w, h))``;
+    2. resize to ``width x height`` with ``resize`` filter;
+    3. ``(pixel * scale - mean) / std`` per channel, in ``channel_order``;
+    4. ``layout`` NCHW or NHWC, float32, batch of one.
+    """
+
+    height: int
+    width: int
+    resize: str = "bilinear"
+    crop_fraction: float | None = None
+    scale: float = 1.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    layout: str = "NHWC"
+    channel_order: str = "RGB"
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1:
+            raise SpecError(f"input size must be positive, got {self.height}x{self.width}")
+        if self.resize not in RESAMPLE:
+            raise SpecError(f"resize must be one of {sorted(RESAMPLE)}, got {self.resize!r}")
+        if self.crop_fraction is not None and not 0.0 < self.crop_fraction <= 1.0:
+            raise SpecError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        if self.layout not in LAYOUTS:
+            raise SpecError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise SpecError(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise SpecError("mean and std need exactly three values (one per channel)")
+        if any(s == 0 for s in self.std):
+            raise SpecError("std values must be non-zero")
+        # Stored as tuples so the dataclass stays hashable and immutable.
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+
+# Presets for the common training recipes. Values are (scale, mean, std).
+NORMALIZATION_PRESETS: dict[str, tuple[float, tuple[float, ...], tuple[float, ...]]] = {
+    # Raw 0..255 floats; the model rescales itself (e.g. a Keras Rescaling layer).
+    "raw": (1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    # Keras Rescaling(1/255) done outside the model.
+    "unit": (1.0 / 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    # Keras/TF "tf" mode: [-1, 1].
+    "tf": (1.0 / 127.5, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0)),
+    # torchvision ImageNet mean/std on [0, 1].
+    "imagenet": (1.0 / 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # TensorFlow EfficientNet-Lite eval: (pixel - 127) / 128.
+    "efficientnet-lite": (1.0, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)),
+}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything the server needs to know about a model besides its graph."""
+
+    name: str
+    version: str
+    preprocessing: Preprocessing
+    labels: tuple[str, ...] = field(default_factory=tuple)
+    activation: str = "softmax"  # how raw outputs become scores
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise SpecError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelCard":
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise SpecError(f"model card is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelCard":
+        if not isinstance(data, Mapping):
+            raise SpecError("model card must be a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SpecError(f"unsupported model card schema_version {version!r} (this code reads {SCHEMA_VERSION})")
+        try:
+            pre = dict(data["preprocessing"])
+            pre["mean"] = tuple(pre.get("mean", (0.0, 0.0, 0.0)))
+            pre["std"] = tuple(pre.get("std", (1.0, 1.0, 1.0)))
+            return cls(
+                name=str(data["name"]),
+                version=str(data["version"]),
+                preprocessing=Preprocessing(**pre),
+                labels=tuple(data.get("labels", ())),
+                activation=data.get("activation", "softmax"),
+                schema_version=version,
+            )
+        except (KeyError, TypeError) as exc:
+            raise SpecError(f"model card is incomplete or has unknown fields: {exc}") from exc
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> "ModelCard":
+        """Read the card from ONNX ``metadata_props`` (or onnxruntime's custom_metadata_map)."""
+        if METADATA_KEY not in metadata:
+            raise SpecError(
+                f"model has no {METADATA_KEY!r} metadata; export it with `python -m model_export` "
+                "so the preprocessing and labels travel with the model"
+            )
+        return cls.from_json(metadata[METADATA_KEY])
+
+
+def crop_box(width: int, height: int, crop_fraction: float | None) -> tuple[int, int, int, int] | None:
+    """The center-crop box (left, upper, right, lower), or None for no crop."""
+    if crop_fraction is None:
+        return None
+    side = max(1, int(crop_fraction * min(width, height)))
+    left = (width - side) // 2
+    top = (height - side) // 2
+    return (left, top, left + side, top + side)
+
+
+def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
+    """An RGB Pillow image -> the float32 input tensor (batch of one) the model expects."""
+    if image.mode != "RGB":
+        raise SpecError(f"preprocess expects an RGB image, got mode {image.mode!r}")
+    box = crop_box(image.width, image.height, spec.crop_fraction)
+    size = (spec.width, spec.height)
+    if box is not None or image.size != size:
+        image = image.resize(size, RESAMPLE[spec.resize], box=box)
+    array = np.asarray(image, dtype=np.float32)  # H, W, 3 in RGB
+    if spec.channel_order == "BGR":
+        array = array[..., ::-1]
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
+    array = (array * np.float32(spec.scale) - mean) * inv_std
+    if spec.layout == "NCHW":
+        array = array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array[np.newaxis], dtype=np.float32)
+
+
+def activate(raw: np.ndarray, activation: str) -> np.ndarray:
+    """Raw model output for one example (1-D) -> scores."""
+    raw = np.asarray(raw, dtype=np.float64).reshape(-1)
+    if activation == "softmax":
+        shifted = np.exp(raw - raw.max())
+        return shifted / shifted.sum()
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-raw))
+    return raw
