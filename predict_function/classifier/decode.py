@@ -1,0 +1,72 @@
+"""Image bytes -> an upright RGB Pillow image, within format and pixel limits."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
+
+# Formats Pillow may try; anything else is refused before a decoder runs.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode the first frame, apply EXIF orientation, return an RGB image.
+
+    The pixel count is checked from the header before any pixel is decoded, so a
+    decompression bomb is refused cheaply; Pillow's own bomb guard stays on too.
+    """
+    if not data:
+        raise UnsupportedMediaError("the image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            _check_pixels(image, max_pixels)
+            image.load()  # first frame only; reads the whole frame so truncation shows here
+            return to_rgb(ImageOps.exif_transpose(image))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLargeError(f"image has more than the {max_pixels} pixel limit") from exc
+    except UnidentifiedImageError as exc:
+        raise UnsupportedMediaError(
+            f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)})"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        raise CorruptImageError("the image is truncated or corrupt") from exc
+
+
+def _check_pixels(image: Image.Image, max_pixels: int) -> None:
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise CorruptImageError("the image has no pixels")
+    if width * height > max_pixels:
+        raise PayloadTooLargeError(
+            f"image is {width}x{height} pixels, over the {max_pixels} pixel limit"
+        )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB: alpha composited on white, 16-bit scaled, palettes expanded."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _SIXTEEN_BIT_MODES:
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max(initial=0) > 255 or mode != "I" else 255.0
+        gray = np.clip(array * (255.0 / peak), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if mode == "F":
+        gray = np.clip(np.asarray(image, dtype=np.float64), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV

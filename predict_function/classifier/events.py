@@ -1,0 +1,150 @@
+"""Read-only views over the three event shapes the function accepts.
+
+* direct invocation: ``{"url": "https://..."}`` or ``{"image": "<base64>"}``, optional ``"top_k"``;
+* API Gateway REST API (payload v1 proxy event);
+* API Gateway HTTP API (payload v2 event).
+
+Each becomes a plain :class:`Request`; nothing here fetches or decodes an image.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaError
+
+DIRECT, REST, HTTP = "direct", "rest", "http"
+PREDICT, MODEL_INFO = "predict", "model_info"
+
+# API Gateway rejects payloads over 10 MB before the function runs; base64 adds a third.
+API_GATEWAY_PAYLOAD_LIMIT = "10 MB"
+IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class Request:
+    kind: str  # DIRECT, REST or HTTP: decides the response shape
+    action: str = PREDICT
+    url: str | None = None
+    image: bytes | None = None
+    top_k: int | None = None
+
+
+def event_kind(event: Any) -> str:
+    """Which shape an event has; never raises, so even a bad event gets the right response shape."""
+    if isinstance(event, Mapping):
+        if event.get("version") == "2.0" and isinstance(event.get("requestContext"), Mapping):
+            return HTTP
+        if "httpMethod" in event and "requestContext" in event:
+            return REST
+    return DIRECT
+
+
+def parse_event(event: Any, max_image_bytes: int) -> Request:
+    kind = event_kind(event)
+    if kind == DIRECT:
+        return _from_payload(event, DIRECT, max_image_bytes)
+    method, path = _route(event, kind)
+    if method == "GET" and path.endswith("/model"):
+        return Request(kind=kind, action=MODEL_INFO)
+    if method != "POST":
+        raise BadRequestError(f"use POST to classify an image (got {method})")
+    return _from_api_body(event, kind, max_image_bytes)
+
+
+def _route(event: Mapping[str, Any], kind: str) -> tuple[str, str]:
+    if kind == HTTP:
+        http = event["requestContext"].get("http") or {}
+        return str(http.get("method", "")).upper(), str(event.get("rawPath") or http.get("path") or "")
+    return str(event.get("httpMethod", "")).upper(), str(event.get("path") or event.get("resource") or "")
+
+
+def _header(event: Mapping[str, Any], name: str) -> str:
+    headers = event.get("headers") or {}
+    for key, value in headers.items():
+        if key.lower() == name:
+            return str(value or "")
+    return ""
+
+
+def _from_api_body(event: Mapping[str, Any], kind: str, max_image_bytes: int) -> Request:
+    body = event.get("body")
+    if body is None or body == "":
+        raise BadRequestError('request body is empty: send JSON {"url": ...} or {"image": ...}, or an image')
+    content_type = _header(event, "content-type").split(";")[0].strip().lower()
+    is_base64 = bool(event.get("isBase64Encoded"))
+    if content_type.startswith(IMAGE_CONTENT_TYPES):
+        raw = _b64decode(body, max_image_bytes, "request body") if is_base64 else body.encode("latin-1", "replace")
+        _check_size(len(raw), max_image_bytes)
+        top_k = _query_top_k(event)
+        return Request(kind=kind, image=raw, top_k=top_k)
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaError(f"unsupported Content-Type {content_type!r}: send application/json or image/*")
+    text = _b64decode(body, max_image_bytes * 2, "request body").decode("utf-8", "replace") if is_base64 else body
+    try:
+        payload = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise BadRequestError("request body is not valid JSON") from exc
+    request = _from_payload(payload, kind, max_image_bytes)
+    if request.top_k is None:
+        request = Request(kind=kind, url=request.url, image=request.image, top_k=_query_top_k(event))
+    return request
+
+
+def _query_top_k(event: Mapping[str, Any]) -> int | None:
+    params = event.get("queryStringParameters") or {}
+    return _top_k(params.get("top_k")) if "top_k" in params else None
+
+
+def _from_payload(payload: Any, kind: str, max_image_bytes: int) -> Request:
+    if not isinstance(payload, Mapping):
+        raise BadRequestError('expected a JSON object such as {"url": "https://..."}')
+    url, image = payload.get("url"), payload.get("image")
+    if (url is None) == (image is None):
+        raise BadRequestError('give exactly one of "url" or "image"')
+    top_k = _top_k(payload["top_k"]) if payload.get("top_k") is not None else None
+    if url is not None:
+        if not isinstance(url, str) or not url.strip():
+            raise BadRequestError('"url" must be a non-empty string')
+        return Request(kind=kind, url=url.strip(), top_k=top_k)
+    if not isinstance(image, str) or not image:
+        raise BadRequestError('"image" must be a base64-encoded string')
+    return Request(kind=kind, image=_b64decode(_strip_data_url(image), max_image_bytes, '"image"'), top_k=top_k)
+
+
+def _strip_data_url(value: str) -> str:
+    if value.startswith("data:") and "," in value:
+        return value.split(",", 1)[1]
+    return value
+
+
+def _b64decode(value: str, max_bytes: int, what: str) -> bytes:
+    # Refuse before decoding: 4 base64 characters carry 3 bytes.
+    _check_size(len(value) * 3 // 4 - 2, max_bytes)
+    try:
+        data = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raise BadRequestError(f"{what} is not valid base64") from exc
+    _check_size(len(data), max_bytes)
+    return data
+
+
+def _check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise PayloadTooLargeError(
+            f"image is larger than the {max_bytes} byte limit (API Gateway itself caps requests at "
+            f"{API_GATEWAY_PAYLOAD_LIMIT}); send a smaller image or a URL"
+        )
+
+
+def _top_k(value: Any) -> int:
+    """A positive integer, given as a JSON number or (in a query string) as digits."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadRequestError('"top_k" must be a positive integer')
+    return value

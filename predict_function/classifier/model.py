@@ -1,0 +1,89 @@
+"""One onnxruntime session per cold start: tensor -> scores -> labelled top-k."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from .spec import ModelCard, activate
+
+
+class ModelLoadError(RuntimeError):
+    """The model file is missing, unreadable, or disagrees with its own card."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+
+
+def session_options(intra_op_threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    # An explicit thread count keeps onnxruntime from pinning threads to cores
+    # (pthread_setaffinity_np fails inside Lambda's sandbox).
+    options.intra_op_num_threads = intra_op_threads or max(1, len(os.sched_getaffinity(0)))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
+    return options
+
+
+class Classifier:
+    """An ONNX image classifier together with the card that says how to feed it."""
+
+    def __init__(self, session: ort.InferenceSession, card: ModelCard) -> None:
+        self.session = session
+        self.card = card
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+        self._check_card()
+
+    @classmethod
+    def load(cls, path: str, intra_op_threads: int = 0) -> "Classifier":
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"model file not found: {path} (set MODEL_PATH or copy the model into the image)")
+        session = ort.InferenceSession(
+            path, sess_options=session_options(intra_op_threads), providers=["CPUExecutionProvider"]
+        )
+        card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
+        return cls(session, card)
+
+    def _check_card(self) -> None:
+        """Fail the cold start, not a request, when the card cannot fit the graph."""
+        pre = self.card.preprocessing
+        expected = (3, pre.height, pre.width) if pre.layout == "NCHW" else (pre.height, pre.width, 3)
+        shape = self.session.get_inputs()[0].shape
+        static = [(got, want) for got, want in zip(shape[1:], expected) if isinstance(got, int)]
+        if len(shape) != 4 or any(got != want for got, want in static):
+            raise ModelLoadError(f"model input shape {shape} does not match the card's {pre.layout} {expected}")
+        outputs = self.session.get_outputs()[0].shape
+        classes = outputs[-1] if outputs and isinstance(outputs[-1], int) else None
+        if self.card.labels and classes is not None and classes not in (len(self.card.labels), 1):
+            raise ModelLoadError(f"model has {classes} outputs but the card has {len(self.card.labels)} labels")
+
+    def scores(self, tensor: np.ndarray) -> np.ndarray:
+        """Scores for one preprocessed image (a batch of one).
+
+        A single sigmoid output with two labels is read as P(labels[1]), so both
+        classes get a score; otherwise scores line up with the model's outputs.
+        """
+        raw = self.session.run([self.output_name], {self.input_name: tensor})[0]
+        scores = activate(raw[0], self.card.activation)
+        if self.is_binary and len(self.card.labels) == 2:
+            return np.array([1.0 - scores[0], scores[0]])
+        return scores
+
+    def top_k(self, scores: np.ndarray, k: int) -> list[Prediction]:
+        labels = self.card.labels if len(self.card.labels) == len(scores) else [f"class_{i}" for i in range(len(scores))]
+        order = np.argsort(-scores, kind="stable")[: max(1, k)]
+        return [Prediction(labels[i], float(scores[i])) for i in order]
+
+    @property
+    def is_binary(self) -> bool:
+        """A single sigmoid output (the seed's contract also returns ``prediction``)."""
+        return self.card.activation == "sigmoid" and self.session.get_outputs()[0].shape[-1] == 1

@@ -1,0 +1,51 @@
+"""Response bodies, and the API Gateway proxy envelope around them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any, Sequence
+
+from .errors import ClassifierError
+from .events import DIRECT
+from .model import Classifier, Prediction
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def prediction_body(classifier: Classifier, predictions: Sequence[Prediction], scores) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "predictions": [{"label": p.label, "score": p.score} for p in predictions],
+        "model": {"name": classifier.card.name, "version": classifier.card.version},
+    }
+    if classifier.is_binary:
+        body["prediction"] = float(scores[-1])  # the seed's single-sigmoid contract
+    return body
+
+
+def model_info_body(classifier: Classifier) -> dict[str, Any]:
+    card = classifier.card
+    model_input = classifier.session.get_inputs()[0]
+    return {
+        "model": {"name": card.name, "version": card.version},
+        "input": {"name": model_input.name, "shape": [d if isinstance(d, int) else None for d in model_input.shape]},
+        "preprocessing": asdict(card.preprocessing),
+        "activation": card.activation,
+        "labels": len(card.labels),
+    }
+
+
+def error_body(error: ClassifierError) -> dict[str, Any]:
+    return {"error": {"code": error.code, "message": error.message, "status": error.status}}
+
+
+def respond(kind: str, status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """Direct invocations get the body itself; API Gateway events a proxy response."""
+    if kind == DIRECT:
+        return body
+    return {
+        "statusCode": status,
+        "headers": dict(JSON_HEADERS),
+        "body": json.dumps(body, separators=(",", ":")),
+        "isBase64Encoded": False,
+    }

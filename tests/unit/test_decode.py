@@ -1,0 +1,88 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from classifier.decode import decode_image, to_rgb
+from classifier.errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
+
+MAX = 50_000_000
+
+
+def encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kw)
+    return buffer.getvalue()
+
+
+def test_photo_formats_decode_to_rgb(photo_bytes):
+    image = decode_image(photo_bytes["chelsea.png"], MAX)
+    assert image.mode == "RGB" and image.size == (451, 300)
+    for fmt in ("JPEG", "WEBP", "BMP", "TIFF", "GIF"):
+        assert decode_image(encode(image, fmt), MAX).size == (451, 300)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "1", "YCbCr"])
+def test_every_mode_becomes_rgb(mode):
+    base = Image.linear_gradient("L").resize((32, 16))
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(base, np.uint16) * 257)
+    elif mode == "F":
+        image = base.convert("F")
+    else:
+        image = base.convert(mode)
+    rgb = to_rgb(image)
+    assert rgb.mode == "RGB" and rgb.size == (32, 16)
+    # The gradient survives: top rows dark, bottom rows bright.
+    array = np.asarray(rgb, np.float32)
+    assert array[-1].mean() > array[0].mean() + 100 or mode == "1"
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    image = Image.fromarray(np.full((4, 4), 32768, np.uint16))
+    assert np.asarray(to_rgb(image))[0, 0, 0] == 128
+
+
+def test_transparency_is_composited_on_white():
+    image = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert np.asarray(decode_image(encode(image, "PNG"), MAX))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW when displayed
+    assert decode_image(encode(image, "JPEG", exif=exif), MAX).size == (20, 40)
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    red, green, blue = np.asarray(decode_image(data, MAX))[0, 0]
+    assert red > 200 and blue < 50
+
+
+def test_pixel_limit_is_checked_before_decoding():
+    data = encode(Image.new("L", (2000, 2000)), "PNG")
+    with pytest.raises(PayloadTooLargeError, match="2000x2000"):
+        decode_image(data, 1_000_000)
+
+
+def test_not_an_image_and_corrupt_images():
+    with pytest.raises(UnsupportedMediaError):
+        decode_image(b"<html>not an image</html>", MAX)
+    with pytest.raises(UnsupportedMediaError):
+        decode_image(b"", MAX)
+    jpeg = encode(Image.linear_gradient("L").convert("RGB"), "JPEG")
+    with pytest.raises(CorruptImageError):
+        decode_image(jpeg[: len(jpeg) // 2], MAX)
+    png = encode(Image.linear_gradient("L"), "PNG")
+    with pytest.raises(CorruptImageError):
+        decode_image(png[:200], MAX)
+
+
+def test_unlisted_format_is_refused():
+    data = encode(Image.new("RGB", (8, 8)), "PPM")
+    with pytest.raises(UnsupportedMediaError):
+        decode_image(data, MAX)

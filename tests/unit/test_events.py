@@ -1,0 +1,92 @@
+import base64
+import json
+
+import pytest
+
+from classifier.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaError
+from classifier.events import DIRECT, HTTP, MODEL_INFO, PREDICT, REST, event_kind, parse_event
+from conftest import EVENTS
+
+LIMIT = 1_000_000
+
+
+def load(name):
+    return json.loads((EVENTS / name).read_text())
+
+
+def test_direct_url_and_base64():
+    assert parse_event({"url": " https://x.test/a.jpg ", "top_k": 2}, LIMIT) == parse_event(
+        {"url": "https://x.test/a.jpg", "top_k": 2}, LIMIT
+    )
+    request = parse_event({"image": base64.b64encode(b"abc").decode()}, LIMIT)
+    assert (request.kind, request.image, request.url, request.top_k) == (DIRECT, b"abc", None, None)
+
+
+def test_data_url_prefix_is_accepted():
+    request = parse_event({"image": "data:image/png;base64," + base64.b64encode(b"abc").decode()}, LIMIT)
+    assert request.image == b"abc"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {"url": "a", "image": "b"}, {"url": ""}, {"url": 5}, {"image": ""}, {"image": "!!"}, [], "x", None,
+     {"url": "https://x", "top_k": 0}, {"url": "https://x", "top_k": True},
+     {"url": "https://x", "top_k": 1.5}],
+)
+def test_bad_direct_payloads(payload):
+    with pytest.raises(BadRequestError):
+        parse_event(payload, LIMIT)
+
+
+def test_oversized_base64_is_refused_before_decoding():
+    with pytest.raises(PayloadTooLargeError, match="10 MB"):
+        parse_event({"image": "A" * 4000}, 1000)
+
+
+@pytest.mark.parametrize(
+    "name,kind,field",
+    [
+        ("rest-url.json", REST, "url"),
+        ("rest-binary.json", REST, "image"),
+        ("httpapi-base64.json", HTTP, "image"),
+        ("httpapi-binary.json", HTTP, "image"),
+    ],
+)
+def test_api_gateway_fixtures(name, kind, field):
+    event = load(name)
+    assert event_kind(event) == kind
+    request = parse_event(event, LIMIT)
+    assert request.kind == kind and request.action == PREDICT
+    assert getattr(request, field)
+    if field == "image":
+        assert request.image[:2] == b"\xff\xd8"  # the JPEG arrives intact
+
+
+def test_model_route():
+    assert parse_event(load("rest-model.json"), LIMIT).action == MODEL_INFO
+
+
+def test_api_errors():
+    with pytest.raises(BadRequestError, match="JSON"):
+        parse_event(load("rest-bad-json.json"), LIMIT)
+    with pytest.raises(UnsupportedMediaError):
+        parse_event(load("rest-bad-content-type.json"), LIMIT)
+    with pytest.raises(BadRequestError, match="POST"):
+        parse_event(load("httpapi-bad-method.json"), LIMIT)
+    empty = load("rest-url.json") | {"body": None}
+    with pytest.raises(BadRequestError, match="empty"):
+        parse_event(empty, LIMIT)
+
+
+def test_base64_encoded_json_body_and_query_top_k():
+    event = load("rest-url.json")
+    event["body"] = base64.b64encode(json.dumps({"url": "https://x.test/a"}).encode()).decode()
+    event["isBase64Encoded"] = True
+    event["queryStringParameters"] = {"top_k": "7"}
+    request = parse_event(event, LIMIT)
+    assert (request.url, request.top_k) == ("https://x.test/a", 7)
+
+
+def test_event_kind_never_raises():
+    for junk in (None, 3, "s", [], {"version": "2.0"}, {"httpMethod": "GET"}):
+        assert event_kind(junk) == DIRECT
