@@ -8,6 +8,7 @@ contain internal addresses, paths or exception text from third-party code.
 |--------------------------|--------|-----------------------|
 | BadRequestError          | 400    | bad_request           |
 | BlockedUrlError          | 403    | blocked_url           |
+| MethodNotAllowedError    | 405    | method_not_allowed    |
 | PayloadTooLargeError     | 413    | payload_too_large     |
 | UnsupportedMediaError    | 415    | unsupported_media     |
 | CorruptImageError        | 422    | corrupt_image         |
@@ -36,6 +37,10 @@ class BadRequestError(ClassifierError):
 
 class BlockedUrlError(ClassifierError):
     status, code = 403, "blocked_url"
+
+
+class MethodNotAllowedError(ClassifierError):
+    status, code = 405, "method_not_allowed"
 
 
 class PayloadTooLargeError(ClassifierError):

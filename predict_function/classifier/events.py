@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaError
+from .errors import BadRequestError, MethodNotAllowedError, PayloadTooLargeError, UnsupportedMediaError
 
 DIRECT, REST, HTTP = "direct", "rest", "http"
 PREDICT, MODEL_INFO = "predict", "model_info"
@@ -52,7 +52,7 @@ def parse_event(event: Any, max_image_bytes: int) -> Request:
     if method == "GET" and path.endswith("/model"):
         return Request(kind=kind, action=MODEL_INFO)
     if method != "POST":
-        raise BadRequestError(f"use POST to classify an image (got {method})")
+        raise MethodNotAllowedError(f"use POST to classify an image (got {method})")
     return _from_api_body(event, kind, max_image_bytes)
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from classifier.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaError
+from classifier.errors import BadRequestError, MethodNotAllowedError, PayloadTooLargeError, UnsupportedMediaError
 from classifier.events import DIRECT, HTTP, MODEL_INFO, PREDICT, REST, event_kind, parse_event
 from conftest import EVENTS
 
@@ -71,7 +71,7 @@ def test_api_errors():
         parse_event(load("rest-bad-json.json"), LIMIT)
     with pytest.raises(UnsupportedMediaError):
         parse_event(load("rest-bad-content-type.json"), LIMIT)
-    with pytest.raises(BadRequestError, match="POST"):
+    with pytest.raises(MethodNotAllowedError, match="POST"):
         parse_event(load("httpapi-bad-method.json"), LIMIT)
     empty = load("rest-url.json") | {"body": None}
     with pytest.raises(BadRequestError, match="empty"):

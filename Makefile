@@ -1,0 +1,48 @@
+# Developer entry points. Everything runs from a local virtualenv (.venv) that `make` creates.
+#   make demo   classify the bundled sample photo with the bundled model, through the emulated Lambda
+#   make test   run the whole test suite (unit, functional, export, emulated Lambda)
+# PYTHON picks the interpreter for the dev tools (3.11 here: torch 2.13 CPU lies on disk for it);
+# the function itself runs on the Python of the Dockerfile's FROM tag (3.12), found separately.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+EVENT  ?= events/base64.json
+
+.PHONY: demo test invoke start-api stage lint model events clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[export,dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m local_lambda invoke -e $(EVENT)
+
+invoke: demo
+
+start-api: $(VENV)/.installed
+	$(PY) -m local_lambda start-api
+
+stage: $(VENV)/.installed
+	$(PY) -m local_lambda stage
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/sam validate --lint
+	$(PY) -m local_lambda lint
+
+# Re-export the bundled default model (EfficientNet-Lite0, ImageNet-1k) with the export tool.
+model: $(VENV)/.installed
+	$(PY) -m model_export pytorch model_export.zoo:efficientnet_lite0 --preset efficientnet-lite \
+	  --size 224x224 --resize bicubic --crop-fraction 0.875 --layout NCHW --labels imagenet \
+	  --name efficientnet-lite0 --version 1 --output predict_function/model/model.onnx
+
+events: $(VENV)/.installed
+	PATH=$(VENV)/bin:$$PATH $(PY) events/generate.py
+
+clean:
+	rm -rf $(VENV) .build .pytest_cache .hypothesis
