@@ -1,0 +1,77 @@
+"""Fuzz the decode path: any bytes end in an RGB image or a typed ClassifierError, nothing else."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from PIL import Image
+
+from classifier.decode import decode_image
+from classifier.errors import ClassifierError
+
+MAX_PIXELS = 4_000_000
+# Pillow warns about the corrupt metadata it skips; that is the point of this test.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _seed(fmt: str, mode: str = "RGB", **kw) -> bytes:
+    image = Image.linear_gradient("L").resize((48, 32)).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kw)
+    return buffer.getvalue()
+
+
+SEEDS = [
+    _seed("JPEG"),
+    _seed("JPEG", progressive=True),
+    _seed("PNG"),
+    _seed("PNG", "RGBA"),
+    _seed("PNG", "P"),
+    _seed("GIF", "P"),
+    _seed("WEBP"),
+    _seed("BMP"),
+    _seed("TIFF"),
+    _seed("TIFF", "CMYK"),
+]
+
+
+def _decode_or_typed_error(data: bytes) -> None:
+    try:
+        image = decode_image(data, MAX_PIXELS)
+    except ClassifierError as error:
+        assert 400 <= error.status < 500, error
+        return
+    assert image.mode == "RGB" and image.width * image.height <= MAX_PIXELS
+
+
+@st.composite
+def mutated_images(draw):
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 8))):
+        position = draw(st.integers(0, len(data) - 1))
+        action = draw(st.sampled_from(["flip", "truncate", "insert", "zero-run"]))
+        if action == "flip":
+            data[position] ^= draw(st.integers(1, 255))
+        elif action == "truncate":
+            del data[position:]
+            if not data:
+                break
+        elif action == "insert":
+            data[position:position] = draw(st.binary(min_size=1, max_size=16))
+        else:
+            data[position : position + 8] = bytes(8)
+    return bytes(data)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_images())
+def test_mutated_images_never_escape_as_untyped_errors(data):
+    _decode_or_typed_error(data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=2048))
+def test_random_bytes_never_escape_as_untyped_errors(data):
+    _decode_or_typed_error(data)
