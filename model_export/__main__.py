@@ -1,0 +1,282 @@
+"""``python -m model_export``: convert a Keras or PyTorch classifier to ONNX, store its
+model card inside, prove parity, optionally quantize. Exit codes: 0 ok, 1 the parity
+check or quantization gate failed (nothing written), 2 bad options / conversion failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from classifier.spec import ACTIVATIONS, CHANNEL_ORDERS, LAYOUTS, NORMALIZATION_PRESETS, RESAMPLE, ModelCard
+
+from model_export.errors import ExportError, ParityError, QuantizationError
+
+log = logging.getLogger("model_export")
+
+
+def _size(values: list[str]) -> tuple[int, int]:
+    text = "x".join(values).lower().replace("×", "x")
+    parts = [p for p in text.replace(",", "x").split("x") if p]
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError as exc:
+        raise ExportError(f"--size takes HxW or H W, got {' '.join(values)!r}") from exc
+    if len(numbers) == 1:
+        numbers *= 2
+    if len(numbers) != 2:
+        raise ExportError(f"--size takes HxW or H W, got {' '.join(values)!r}")
+    return numbers[0], numbers[1]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_export",
+        description=(
+            "Convert a Keras (.h5/.keras) or PyTorch image classifier to ONE .onnx file that carries "
+            "its preprocessing, labels and activation (the model card), then prove the ONNX model "
+            "gives the source model's answers. Nothing is written when the proof fails."
+        ),
+        epilog="Default model: python -m model_export.zoo command",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{keras,pytorch,check,show}")
+
+    common = argparse.ArgumentParser(add_help=False)
+    pre = common.add_argument_group("preprocessing used in training (recorded in the model card)")
+    pre.add_argument("--size", nargs="+", metavar="HxW", help="input size, e.g. 224x224 or 224 224 "
+                     "(default: the Keras model's input shape; required for PyTorch)")
+    pre.add_argument("--resize", choices=sorted(RESAMPLE), default="bilinear", help="resize filter (default bilinear)")
+    pre.add_argument("--crop-fraction", type=float, default=None,
+                     help="center crop a square of side fraction*min(w,h) before resizing (e.g. 0.875)")
+    pre.add_argument("--preset", choices=list(NORMALIZATION_PRESETS),
+                     help="normalization preset: raw=0..255, unit=x/255, tf=x/127.5-1, "
+                     "imagenet=torchvision mean/std, efficientnet-lite=(x-127)/128")
+    pre.add_argument("--scale", type=float, help="multiply pixels (0..255) by this first (overrides preset)")
+    pre.add_argument("--mean", type=float, nargs="+", metavar="M", help="subtract per channel after scaling")
+    pre.add_argument("--std", type=float, nargs="+", metavar="S", help="divide per channel after the mean")
+    pre.add_argument("--layout", choices=LAYOUTS, help="input layout (default: NHWC for Keras, NCHW for PyTorch)")
+    pre.add_argument("--channel-order", choices=CHANNEL_ORDERS, default="RGB")
+    card = common.add_argument_group("model card")
+    card.add_argument("--labels", help="labels file (one per line, or a JSON list) or package.module:function")
+    card.add_argument("--activation", choices=("auto",) + ACTIVATIONS, default="auto",
+                      help="how raw outputs become scores; auto: none if the outputs already are "
+                      "probabilities, else softmax (several outputs) / sigmoid (one output)")
+    card.add_argument("--name", help="model name (default: the source's name)")
+    card.add_argument("--version", default="1", help="model version (default 1)")
+    out = common.add_argument_group("output and checks")
+    out.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    out.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; torch's dynamo exporter writes >= 18)")
+    _check_options(out)
+    out.add_argument("--quantize", choices=("static", "dynamic"), help="also write an INT8 model")
+    out.add_argument("--quantized-output", help="where the INT8 model goes (default: OUTPUT with -int8 suffix)")
+    out.add_argument("--min-agreement", type=float, default=1.0,
+                     help="minimum INT8 vs fp32 top-1 agreement on the check photos (default 1.0 = all)")
+    common.add_argument("-v", "--verbose", action="store_true")
+
+    keras = sub.add_parser("keras", parents=[common], help="convert a Keras .h5/.keras model (tf2onnx)")
+    keras.add_argument("source", help="path to the .h5 or .keras file")
+    torch = sub.add_parser("pytorch", parents=[common], help="convert a PyTorch model (torch.onnx.export)")
+    torch.add_argument("source", help="a TorchScript file, or package.module:function returning an nn.Module")
+
+    check = sub.add_parser("check", help="parity-check an existing .onnx (with its card) against its source")
+    check.add_argument("model", help="the .onnx file")
+    check.add_argument("source_kind", choices=("keras", "pytorch"))
+    check.add_argument("source", help="the Keras file / TorchScript file / package.module:function")
+    _check_options(check)
+    check.add_argument("-v", "--verbose", action="store_true")
+
+    show = sub.add_parser("show", help="print the model card stored in an .onnx file")
+    show.add_argument("model")
+    return parser
+
+
+def _check_options(group) -> None:
+    group.add_argument("--atol", type=float, default=1e-4, help="parity tolerance, max abs diff (default 1e-4, fp32)")
+    group.add_argument("--reference-atol", type=float, default=None,
+                       help="atol for photos compared through --reference-preprocess (default: --atol)")
+    group.add_argument("--rtol", type=float, default=0.0, help="relative tolerance added to atol (default 0)")
+    group.add_argument("--min-top1", type=float, default=1.0, help="required top-1 agreement fraction (default 1.0)")
+    group.add_argument("--random-inputs", type=int, default=4, help="random-pixel images in the check (default 4)")
+    group.add_argument("--images", nargs="*", default=[], help="extra check photos (besides the packaged ones)")
+    group.add_argument("--reference-preprocess", metavar="MODULE:FUNCTION",
+                       help="your training preprocessing (PIL RGB image -> tensor in the card's layout); "
+                       "the source model gets it on the photos, so a wrong card is caught")
+
+
+def _source_module(kind: str):
+    if kind == "keras":
+        from model_export import keras as module
+    else:
+        from model_export import pytorch as module
+    return module
+
+
+def _auto_activation(model, card: ModelCard) -> str:
+    """Decide the activation from what the converted model outputs on a few photos."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from model_export.parity import batch, random_images, sample_photos
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = batch(sample_photos()[:3] + random_images(card, 2), card)
+    out = np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0], dtype=np.float64)
+    out = out.reshape(len(out), -1)
+    in_unit = bool(((out >= -1e-6) & (out <= 1 + 1e-6)).all())
+    if out.shape[1] > 1:
+        sums_to_one = bool(np.allclose(out.sum(axis=1), 1.0, atol=1e-3))
+        choice = "none" if in_unit and sums_to_one else "softmax"
+    else:
+        choice = "none" if in_unit else "sigmoid"
+    log.info("activation auto -> %s (outputs %s)", choice, "are probabilities" if choice == "none" else "are raw")
+    return choice
+
+
+def _run_check(args, model_path: Path, kind: str, model) -> "object":
+    from model_export.metadata import read_card, resolve_callable
+    from model_export.parity import Tolerance, check_parity, sample_photos
+
+    module = _source_module(kind)
+    card = read_card(model_path)
+    reference = resolve_callable(args.reference_preprocess) if args.reference_preprocess else None
+    report = check_parity(
+        model_path,
+        module.predictor(model, card.preprocessing.layout),
+        source=f"{kind} {args.source}",
+        tolerance=Tolerance(atol=args.atol, rtol=args.rtol, min_top1=args.min_top1,
+                            reference_atol=args.reference_atol),
+        photos=sample_photos(args.images),
+        n_random=args.random_inputs,
+        reference_preprocess=reference,
+    )
+    print(report.table())
+    return report
+
+
+def export(args) -> int:
+    import onnx
+
+    from model_export.graph import opset_of, save_single_file
+    from model_export.metadata import build_preprocessing, load_labels, output_size, validate_labels, write_card
+
+    kind = args.command
+    module = _source_module(kind)
+    output = Path(args.output)
+    if output.suffix != ".onnx":
+        raise ExportError(f"--output must end in .onnx, got {output}")
+    labels = load_labels(args.labels) if args.labels else ()
+    started = time.perf_counter()
+    model = module.load(args.source)
+    if args.size:
+        height, width = _size(args.size)
+    elif kind == "keras":
+        height, width = module.input_size(model)
+        if height is None or width is None:
+            raise ExportError("the Keras model accepts any image size: give --size HxW")
+    else:
+        raise ExportError("give the input size with --size HxW for a PyTorch model")
+    layout = args.layout or ("NHWC" if kind == "keras" else "NCHW")
+    preprocessing = build_preprocessing(
+        height, width, preset=args.preset, scale=args.scale, mean=args.mean, std=args.std,
+        resize=args.resize, crop_fraction=args.crop_fraction, layout=layout, channel_order=args.channel_order,
+    )
+    if kind == "keras" and layout != "NHWC":
+        raise ExportError("Keras models take NHWC input; --layout NCHW is only supported for PyTorch")
+    if kind == "keras":
+        proto, path_used = module.convert(model, height, width, opset=args.opset)
+    else:
+        proto, path_used = module.convert(model, height, width, opset=args.opset, layout=layout)
+    log.info("conversion took %.1f s via %s", time.perf_counter() - started, path_used)
+    validate_labels(labels, output_size(proto))
+    if not labels:
+        log.warning("no --labels given: the card has no class names, the server can only report indices")
+    card = ModelCard(
+        name=args.name or module.default_name(args.source), version=str(args.version),
+        preprocessing=preprocessing, labels=labels, activation="none",
+    )
+    activation = args.activation
+    if activation == "auto":
+        activation = _auto_activation(proto, card)
+    card = ModelCard(name=card.name, version=card.version, preprocessing=preprocessing,
+                     labels=labels, activation=activation)
+    write_card(proto, card)
+    proto.producer_name = "model_export"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pending = output.with_name(f".{output.stem}.pending.onnx")
+    save_single_file(proto, pending)
+    try:
+        report = _run_check(args, pending, kind, model)
+        report.raise_for_failure()
+        os.replace(pending, output)
+    finally:
+        if pending.exists():
+            pending.unlink()
+    print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, opset {opset_of(onnx.load(str(output)))}, "
+          f"via {path_used}, {time.perf_counter() - started:.1f} s): {card.name} v{card.version}, "
+          f"{len(card.labels)} labels, activation {card.activation}")
+    if args.quantize:
+        from model_export.parity import sample_photos
+        from model_export.quantize import quantize
+
+        q_out = Path(args.quantized_output) if args.quantized_output else output.with_name(f"{output.stem}-int8.onnx")
+        q_report = quantize(output, q_out, sample_photos(args.images), mode=args.quantize,
+                            min_agreement=args.min_agreement)
+        print(q_report.table())
+    return 0
+
+
+def check(args) -> int:
+    module = _source_module(args.source_kind)
+    model = module.load(args.source)
+    report = _run_check(args, Path(args.model), args.source_kind, model)
+    report.raise_for_failure()
+    return 0
+
+
+def show(args) -> int:
+    from model_export.metadata import read_card
+
+    card = read_card(args.model)
+    print(card.to_json())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="model_export: %(levelname)s: %(message)s",
+    )
+    if not getattr(args, "verbose", False):
+        log.setLevel(logging.INFO)  # our own progress lines stay visible
+    try:
+        if args.command in ("keras", "pytorch"):
+            return export(args)
+        if args.command == "check":
+            return check(args)
+        return show(args)
+    except ParityError as exc:
+        print(f"error: parity check failed, nothing written: {exc}", file=sys.stderr)
+        return 1
+    except QuantizationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # SpecError and friends from the card
+        from classifier.spec import SpecError
+
+        if isinstance(exc, SpecError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

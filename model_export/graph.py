@@ -1,0 +1,67 @@
+"""Small ONNX graph helpers shared by the Keras and PyTorch paths."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("model_export")
+
+
+def rename_value(model, old: str, new: str) -> None:
+    """Rename a graph input/output (and every reference to it)."""
+    if old == new:
+        return
+    graph = model.graph
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+    for collection in (graph.input, graph.output, graph.value_info):
+        for value in collection:
+            if value.name == old:
+                value.name = new
+
+
+def standardize_io(model, input_name: str = "input", output_name: str = "output"):
+    """One input named ``input``; outputs ``output`` (or ``output_0``, ``output_1``...).
+
+    tf2onnx and torch name outputs differently per path; the server should not care.
+    """
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [value for value in model.graph.input if value.name not in initializers]
+    if len(inputs) != 1:
+        from model_export.errors import ExportError
+
+        raise ExportError(f"an image classifier must have exactly one input, this one has {len(inputs)}")
+    rename_value(model, inputs[0].name, input_name)
+    outputs = [value.name for value in model.graph.output]
+    if len(outputs) == 1:
+        rename_value(model, outputs[0], output_name)
+    else:
+        for i, name in enumerate(outputs):
+            rename_value(model, name, f"{output_name}_{i}")
+    return model
+
+
+def opset_of(model) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 0
+
+
+def save_single_file(model, path: str | Path) -> Path:
+    """Save as ONE .onnx file (no external ``.onnx.data``); refuse models over protobuf's 2 GB."""
+    import onnx
+
+    from model_export.errors import ExportError
+
+    path = Path(path)
+    if model.ByteSize() >= 2**31 - 1:
+        raise ExportError("model is over 2 GB and cannot be stored as a single .onnx file")
+    onnx.save_model(model, str(path), save_as_external_data=False)
+    return path

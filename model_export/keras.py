@@ -1,0 +1,131 @@
+"""Keras (.h5 / .keras) -> ONNX through tf2onnx.
+
+TensorFlow is imported only when this module's functions run. Under Keras 3,
+``tf2onnx.convert.from_keras`` works for Functional models but fails on Sequential
+ones (``KeyError: 'keras_tensor_NN'``: it looks up output names Sequential models
+lack), so conversion tries, in order: ``from_keras`` on the model as loaded,
+``from_keras`` on the model wrapped in a Functional model, then
+``from_function`` on a ``tf.function``. The path used is logged and returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from model_export.errors import ExportError
+from model_export.graph import standardize_io
+
+log = logging.getLogger("model_export")
+
+SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+        import keras
+    except ImportError as exc:
+        raise ExportError(
+            "converting a Keras model needs the export extra: pip install -e '.[export]'"
+        ) from exc
+    return tf, keras
+
+
+def load(path: str | Path):
+    """Load a Keras model for inference (not compiled)."""
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise ExportError(f"{path} is not a Keras model file ({', '.join(SUFFIXES)})")
+    if not path.is_file():
+        raise ExportError(f"Keras model file not found: {path}")
+    _, keras = _tf()
+    try:
+        return keras.models.load_model(str(path), compile=False)
+    except Exception as exc:  # keras raises many types; one boundary
+        raise ExportError(f"Keras could not load {path}: {exc}") from exc
+
+
+def input_size(model) -> tuple[int | None, int | None]:
+    """(height, width) of the model's image input (None where the model accepts any size)."""
+    shape = model.inputs[0].shape if getattr(model, "inputs", None) else model.input_shape
+    shape = tuple(shape)
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ExportError(f"expected a (batch, height, width, 3) image input, the model takes {shape}")
+    return (None if shape[1] is None else int(shape[1]), None if shape[2] is None else int(shape[2]))
+
+
+def convert(model, height: int, width: int, opset: int = 17):
+    """Convert to an ``onnx.ModelProto`` with input ``input`` (None, H, W, 3) float32.
+
+    Returns (model_proto, path_used).
+    """
+    tf, keras = _tf()
+    import tf2onnx
+
+    h, w = input_size(model)
+    if (h is not None and h != height) or (w is not None and w != width):
+        raise ExportError(f"the model's input is fixed at {h}x{w}, not {height}x{width}")
+    signature = (tf.TensorSpec((None, height, width, 3), tf.float32, name="input"),)
+
+    def via_from_keras():
+        return tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)[0]
+
+    def via_functional_wrapper():
+        inp = keras.Input(shape=(height, width, 3), name="input", dtype="float32")
+        wrapped = keras.Model(inp, model(inp), name=f"{model.name}_functional")
+        return tf2onnx.convert.from_keras(wrapped, input_signature=signature, opset=opset)[0]
+
+    def via_tf_function():
+        @tf.function(input_signature=signature)
+        def serve(x):
+            return model(x, training=False)
+
+        return tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)[0]
+
+    attempts = [
+        ("tf2onnx.from_keras", via_from_keras),
+        ("tf2onnx.from_keras(functional wrapper)", via_functional_wrapper),
+        ("tf2onnx.from_function(tf.function)", via_tf_function),
+    ]
+    if isinstance(model, keras.Sequential):
+        # Known to fail under Keras 3 (KeyError 'keras_tensor_NN'); go straight to the wrapper.
+        attempts = attempts[1:]
+        log.info("Sequential model: using a Functional wrapper (from_keras fails on Sequential under Keras 3)")
+
+    failures = []
+    for label, attempt in attempts:
+        try:
+            proto = attempt()
+        except Exception as exc:  # tf2onnx raises anything; translated below
+            log.warning("conversion path %s failed: %s: %s", label, type(exc).__name__, exc)
+            failures.append((label, exc))
+            continue
+        log.info("converted with %s (opset %d)", label, opset)
+        return standardize_io(proto), label
+    summary = "; ".join(f"{label}: {type(exc).__name__}: {exc}" for label, exc in failures)
+    raise ExportError(f"tf2onnx could not convert the model ({summary})") from failures[-1][1]
+
+
+def predictor(model, layout: str = "NHWC"):
+    """``batch (card layout) -> [outputs]`` running Keras itself, for the parity check."""
+    if layout != "NHWC":
+        raise ExportError("Keras models take NHWC input; use --layout NHWC")
+
+    def predict(batch: np.ndarray) -> list[np.ndarray]:
+        out = model(batch, training=False)
+        if isinstance(out, dict):
+            out = list(out.values())
+        if not isinstance(out, (list, tuple)):
+            out = [out]
+        return [np.asarray(o, dtype=np.float32) for o in out]
+
+    return predict
+
+
+def default_name(path: str | Path) -> str:
+    return Path(path).stem

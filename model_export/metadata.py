@@ -1,0 +1,183 @@
+"""Build the model card from export options and store it in / read it from an ONNX file.
+
+The card is :class:`classifier.spec.ModelCard`, serialised as JSON under
+:data:`classifier.spec.METADATA_KEY` in the ONNX ``metadata_props``; onnxruntime
+exposes it as ``session.get_modelmeta().custom_metadata_map``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from classifier.spec import METADATA_KEY, NORMALIZATION_PRESETS, ModelCard, Preprocessing, SpecError
+
+from model_export.errors import ExportError
+
+_CALLABLE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def build_preprocessing(
+    height: int,
+    width: int,
+    *,
+    preset: str | None = None,
+    scale: float | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    resize: str = "bilinear",
+    crop_fraction: float | None = None,
+    layout: str = "NHWC",
+    channel_order: str = "RGB",
+) -> Preprocessing:
+    """A :class:`Preprocessing` from a preset and/or explicit values (explicit ones win).
+
+    The normalization must be stated: either a preset or at least one of scale/mean/std.
+    A silent default is how a model ends up served with the wrong scale.
+    """
+    if preset is None and scale is None and mean is None and std is None:
+        raise ExportError(
+            "say how pixels were normalized in training: --preset "
+            f"{{{','.join(NORMALIZATION_PRESETS)}}} and/or --scale/--mean/--std"
+        )
+    if preset is not None:
+        if preset not in NORMALIZATION_PRESETS:
+            raise ExportError(f"unknown preset {preset!r}; choose one of {sorted(NORMALIZATION_PRESETS)}")
+        p_scale, p_mean, p_std = NORMALIZATION_PRESETS[preset]
+    else:
+        p_scale, p_mean, p_std = 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    try:
+        return Preprocessing(
+            height=int(height),
+            width=int(width),
+            resize=resize,
+            crop_fraction=crop_fraction,
+            scale=float(p_scale if scale is None else scale),
+            mean=tuple(p_mean if mean is None else _three(mean, "mean")),
+            std=tuple(p_std if std is None else _three(std, "std")),
+            layout=layout,
+            channel_order=channel_order,
+        )
+    except SpecError as exc:
+        raise ExportError(f"invalid preprocessing: {exc}") from exc
+
+
+def _three(values: Sequence[float], what: str) -> tuple[float, float, float]:
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise ExportError(f"--{what} takes one value or three (one per channel), got {len(values)}")
+    return tuple(values)  # type: ignore[return-value]
+
+
+def resolve_callable(ref: str):
+    """``package.module:function`` -> the function."""
+    if not _CALLABLE_REF.match(ref):
+        raise ExportError(f"{ref!r} is not of the form package.module:function")
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ExportError(f"cannot import {module_name!r} (from {ref!r}): {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise ExportError(f"{module_name!r} has no attribute {attr!r}") from exc
+
+
+def is_callable_ref(text: str) -> bool:
+    return bool(_CALLABLE_REF.match(text)) and not Path(text).exists()
+
+
+def load_labels(source: str | Path) -> tuple[str, ...]:
+    """Labels from a file (one per line, or a JSON list) or from ``package.module:function``."""
+    text_source = str(source)
+    if is_callable_ref(text_source):
+        labels = resolve_callable(text_source)()
+        return _clean_labels(labels, text_source)
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ExportError(f"cannot read labels file {path}: {exc}") from exc
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ExportError(f"labels file {path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, list):
+            raise ExportError(f"labels file {path} must hold a JSON list of strings")
+        return _clean_labels(data, str(path))
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if "" in lines:
+        raise ExportError(f"labels file {path} has an empty line {lines.index('') + 1}: one label per line")
+    return _clean_labels(lines, str(path))
+
+
+def _clean_labels(labels: Iterable[object], where: str) -> tuple[str, ...]:
+    out = []
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not label.strip():
+            raise ExportError(f"label {i} from {where} is not a non-empty string: {label!r}")
+        out.append(label.strip())
+    if not out:
+        raise ExportError(f"no labels in {where}")
+    dupes = sorted({label for label in out if out.count(label) > 1})
+    if dupes:
+        raise ExportError(f"duplicate labels in {where}: {dupes[:5]}")
+    return tuple(out)
+
+
+def write_labels(path: str | Path, labels: Sequence[str]) -> Path:
+    """Write labels one per line (the format ``--labels`` reads)."""
+    path = Path(path)
+    path.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+    return path
+
+
+def validate_labels(labels: Sequence[str], output_size: int | None) -> None:
+    """Fail clearly when the label count does not match the classifier's output size."""
+    if labels and output_size is not None and len(labels) != output_size:
+        raise ExportError(
+            f"{len(labels)} labels given but the model outputs {output_size} scores; "
+            "the labels file must have exactly one label per output, in output order"
+        )
+
+
+def output_size(model) -> int | None:
+    """The size of the last axis of the (first) graph output, if static."""
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if not dims or not dims[-1].HasField("dim_value"):
+        return None
+    return int(dims[-1].dim_value)
+
+
+def write_card(model, card: ModelCard):
+    """Store ``card`` in ``model.metadata_props`` (replacing any previous card); returns the model."""
+    for i in reversed(range(len(model.metadata_props))):
+        if model.metadata_props[i].key == METADATA_KEY:
+            del model.metadata_props[i]
+    entry = model.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = card.to_json()
+    if not model.doc_string:
+        model.doc_string = f"{card.name} v{card.version}; model card in metadata_props[{METADATA_KEY!r}]"
+    return model
+
+
+def read_card(model_or_path) -> ModelCard:
+    """The card of an ONNX model (a path or a loaded ``onnx.ModelProto``)."""
+    if isinstance(model_or_path, (str, Path)):
+        import onnx
+
+        model = onnx.load(str(model_or_path), load_external_data=False)
+    else:
+        model = model_or_path
+    metadata = {p.key: p.value for p in model.metadata_props}
+    return ModelCard.from_metadata(metadata)

@@ -1,0 +1,289 @@
+"""Prove an ONNX model answers like its source model; separate from the export itself.
+
+Inputs: real photos shipped in PyPI packages (scikit-image, scikit-learn) sent
+through :func:`classifier.spec.preprocess` with the card read back *from the ONNX
+file*, plus random-pixel images. The source framework and onnxruntime run on the
+same tensors; when the user gives their training-time preprocessing
+(``reference_preprocess``), the source model gets that instead on the photos, which
+is what catches a wrong card (size, scale, layout, filter...).
+
+Every mismatch is collected before failing (like optimum's ``validate_model_outputs``);
+tolerances are data (:class:`Tolerance`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from classifier.spec import ModelCard, activate, preprocess
+
+from model_export.errors import ExportError, ParityError
+from model_export.metadata import read_card
+
+log = logging.getLogger("model_export")
+
+Predict = Callable[[np.ndarray], list]
+# (python module whose directory holds the file, relative path)
+PHOTOS: tuple[tuple[str, str], ...] = (
+    ("skimage.data", "chelsea.png"),
+    ("skimage.data", "coffee.png"),
+    ("skimage.data", "astronaut.png"),
+    ("skimage.data", "rocket.jpg"),
+    ("skimage.data", "motorcycle_left.png"),
+    ("sklearn.datasets", "images/china.jpg"),
+    ("sklearn.datasets", "images/flower.jpg"),
+)
+
+
+def photo_path(module: str, relative: str) -> Path:
+    import importlib
+
+    return Path(importlib.import_module(module).__file__).parent / relative
+
+
+def sample_photos(extra: Sequence[str | Path] = ()) -> list[tuple[str, Image.Image]]:
+    """Real RGB photos: those shipped by scikit-image / scikit-learn (when installed) plus ``extra``."""
+    paths: list[Path] = []
+    for module, relative in PHOTOS:
+        try:
+            path = photo_path(module, relative)
+        except ImportError:
+            continue
+        if path.is_file():
+            paths.append(path)
+    paths.extend(Path(p) for p in extra)
+    photos = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                photos.append((path.name, image.convert("RGB")))
+        except OSError as exc:
+            raise ExportError(f"cannot read check image {path}: {exc}") from exc
+    if not photos:
+        raise ExportError("no check photos: install scikit-image/scikit-learn or pass --images")
+    return photos
+
+
+def random_images(card: ModelCard, count: int, seed: int = 0) -> list[tuple[str, Image.Image]]:
+    """Random-pixel RGB images, a bit larger than the input so crop/resize run too."""
+    rng = np.random.default_rng(seed)
+    pre = card.preprocessing
+    images = []
+    for i in range(count):
+        h, w = pre.height + 7 * (i % 3), pre.width + 5 * (i % 2)
+        pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        images.append((f"random-{i}", Image.fromarray(pixels, "RGB")))
+    return images
+
+
+def batch(images: Sequence[tuple[str, Image.Image]], card: ModelCard) -> np.ndarray:
+    return np.concatenate([preprocess(image, card.preprocessing) for _, image in images], axis=0)
+
+
+def decisions(output: np.ndarray, activation: str) -> np.ndarray:
+    """Top-1 per example: argmax over classes, or score > 0.5 for a single-score output."""
+    flat = np.asarray(output).reshape(len(output), -1)
+    if flat.shape[1] > 1:
+        return flat.argmax(axis=1)
+    scores = np.array([activate(row, activation)[0] for row in flat])
+    return (scores > 0.5).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float = 1e-4  # fp32 default
+    rtol: float = 0.0
+    min_top1: float = 1.0  # fraction of examples whose top-1 must agree
+    # atol for photos the source model got through the user's own (reference) preprocessing
+    # code: two implementations of the same recipe may differ a little; None = atol.
+    reference_atol: float | None = None
+
+
+@dataclass
+class Row:
+    inputs: str
+    output: str
+    shape: tuple
+    max_abs_diff: float
+    top1_agree: int
+    count: int
+    spread: float  # std of the source outputs across inputs; ~0 means the check proves little
+    ok: bool
+
+
+@dataclass
+class ParityReport:
+    model: str
+    source: str
+    tolerance: Tolerance
+    rows: list[Row] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def table(self) -> str:
+        t = self.tolerance
+        lines = [
+            f"parity: {self.model} vs {self.source} (atol {t.atol:g}, rtol {t.rtol:g}, "
+            f"top-1 must agree on >= {t.min_top1:.0%})",
+            f"  {'inputs':<8} {'output':<10} {'shape':<14} {'max|diff|':>10} {'top-1':>7} {'spread':>9}  status",
+        ]
+        for r in self.rows:
+            lines.append(
+                f"  {r.inputs:<8} {r.output:<10} {str(r.shape):<14} {r.max_abs_diff:>10.3g} "
+                f"{f'{r.top1_agree}/{r.count}':>7} {r.spread:>9.3g}  {'ok' if r.ok else 'MISMATCH'}"
+            )
+        for w in self.warnings:
+            lines.append(f"  warning: {w}")
+        if self.mismatches:
+            lines.append(f"  FAILED with {len(self.mismatches)} mismatch(es):")
+            lines.extend(f"    - {m}" for m in self.mismatches)
+        else:
+            lines.append("  PASSED")
+        return "\n".join(lines)
+
+    def raise_for_failure(self) -> None:
+        if self.mismatches:
+            raise ParityError(
+                f"{self.model} does not match {self.source}:\n" + "\n".join(f"  - {m}" for m in self.mismatches),
+                self.mismatches,
+            )
+
+
+def onnx_predictor(model_path: str | Path) -> tuple[Predict, list[str]]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+
+    def predict(x: np.ndarray) -> list[np.ndarray]:
+        return session.run(None, {input_name: x})
+
+    return predict, names
+
+
+def _label(card: ModelCard, index: int, single: bool) -> str:
+    if single:
+        return f"positive={bool(index)}"
+    if card.labels and 0 <= index < len(card.labels):
+        return f"{index} {card.labels[index]!r}"
+    return str(index)
+
+
+def compare(
+    report: ParityReport,
+    card: ModelCard,
+    inputs: str,
+    names: Sequence[str],
+    example_names: Sequence[str],
+    reference: Sequence[np.ndarray],
+    candidate: Sequence[np.ndarray],
+    atol: float | None = None,
+) -> None:
+    """Compare two output lists; append rows and every mismatch to ``report``."""
+    t = report.tolerance
+    atol = t.atol if atol is None else atol
+    if len(reference) != len(candidate):
+        report.mismatches.append(f"{inputs}: source gives {len(reference)} outputs, ONNX gives {len(candidate)}")
+    for name, ref, got in zip(names, reference, candidate):
+        ref = np.asarray(ref, dtype=np.float32)
+        got = np.asarray(got, dtype=np.float32)
+        if ref.shape != got.shape:
+            report.mismatches.append(f"{inputs}/{name}: shape {got.shape} from ONNX, {ref.shape} from source")
+            report.rows.append(Row(inputs, name, got.shape, math.inf, 0, len(got), 0.0, False))
+            continue
+        diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+        allowed = atol + t.rtol * np.abs(ref)
+        bad = (diff > allowed) | ~np.isfinite(got)
+        single = ref.reshape(len(ref), -1).shape[1] == 1
+        top_ref, top_got = decisions(ref, card.activation), decisions(got, card.activation)
+        agree = int((top_ref == top_got).sum())
+        spread = float(ref.reshape(len(ref), -1).std(axis=0).max()) if len(ref) > 1 else 0.0
+        per_example_bad = bad.reshape(len(ref), -1).any(axis=1)
+        row_ok = not per_example_bad.any() and agree >= t.min_top1 * len(ref) - 1e-9
+        report.rows.append(Row(inputs, name, ref.shape, float(np.nanmax(diff)), agree, len(ref), spread, row_ok))
+        for i, example in enumerate(example_names):
+            problems = []
+            if per_example_bad[i]:
+                problems.append(f"max abs diff {float(np.nanmax(diff[i])):.3g} > atol {atol:g}")
+            if top_ref[i] != top_got[i]:
+                problems.append(
+                    f"top-1 {_label(card, int(top_got[i]), single)} from ONNX vs "
+                    f"{_label(card, int(top_ref[i]), single)} from source"
+                )
+            if problems:
+                report.mismatches.append(f"{inputs}/{name} {example}: " + "; ".join(problems))
+        if agree < t.min_top1 * len(ref) - 1e-9:
+            report.mismatches.append(
+                f"{inputs}/{name}: top-1 agrees on {agree}/{len(ref)}, below the required {t.min_top1:.0%}"
+            )
+        if len(ref) > 1 and spread < 1e-6:
+            report.warnings.append(
+                f"{inputs}/{name}: the source's outputs hardly vary across inputs (spread {spread:.2g}); "
+                "this comparison proves little"
+            )
+
+
+def check_parity(
+    model_path: str | Path,
+    predict: Predict,
+    *,
+    source: str = "source model",
+    tolerance: Tolerance = Tolerance(),
+    photos: Sequence[tuple[str, Image.Image]] | None = None,
+    n_random: int = 4,
+    reference_preprocess: Callable[[Image.Image], np.ndarray] | None = None,
+    seed: int = 0,
+) -> ParityReport:
+    """Run ``predict`` (the source framework, taking a batch in the card's layout) and
+    onnxruntime on the same inputs; return the report (call ``raise_for_failure``)."""
+    import onnx
+
+    model_path = Path(model_path)
+    report = ParityReport(str(model_path), source, tolerance)
+    try:
+        onnx.checker.check_model(str(model_path), full_check=True)
+    except Exception as exc:  # onnx raises ValidationError / InferenceError
+        report.mismatches.append(f"onnx.checker: {type(exc).__name__}: {exc}")
+    card = read_card(model_path)  # the card as stored, not the one we meant to write
+    run_onnx, names = onnx_predictor(model_path)
+    photos = list(sample_photos() if photos is None else photos)
+    randoms = random_images(card, n_random, seed)
+
+    if photos:
+        x = batch(photos, card)
+        if reference_preprocess is None:
+            x_ref = x
+        else:
+            refs = [np.asarray(reference_preprocess(image), np.float32) for _, image in photos]
+            shapes = {r.shape[-3:] for r in refs}
+            if shapes != {x.shape[1:]}:
+                report.mismatches.append(
+                    f"photos: the reference preprocessing gives tensors of shape {sorted(shapes)}, "
+                    f"the card's preprocessing gives {x.shape[1:]} (size or layout in the card is wrong)"
+                )
+                x_ref = None
+            else:
+                x_ref = np.concatenate([r.reshape((1,) + x.shape[1:]) for r in refs])
+        got = run_onnx(x)
+        if x_ref is not None:
+            compare(report, card, "photos", names, [n for n, _ in photos], predict(x_ref), got,
+                    atol=tolerance.reference_atol if reference_preprocess is not None else None)
+        n_out = np.asarray(got[0]).reshape(len(x), -1).shape[1]
+        if card.labels and len(card.labels) != n_out:
+            report.mismatches.append(f"card has {len(card.labels)} labels, the model outputs {n_out} scores")
+    if randoms:
+        x = batch(randoms, card)
+        compare(report, card, "random", names, [n for n, _ in randoms], predict(x), run_onnx(x))
+    return report
