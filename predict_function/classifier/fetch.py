@@ -1,0 +1,640 @@
+"""Fetch an image from a URL that a stranger sent, without letting them reach inside the account.
+
+The function runs next to its AWS credentials, the Lambda Runtime API (a loopback
+address), the instance/ECS metadata services (169.254.169.254, 169.254.170.2) and,
+inside a VPC, private networks. ``fetch_url`` only ever talks to public addresses:
+
+1. The URL is parsed strictly: ``http``/``https`` only, no userinfo, no control
+   characters or backslashes, port in ``allowed_ports``, host in ``allowed_hosts`` if
+   that list is set. Hosts are normalised the way the OS and browsers would read them
+   (percent-decoding, IDNA, one trailing dot, every ``inet_aton`` spelling of IPv4 such
+   as ``2130706433``, ``0x7f.1``, ``0177.0.0.1``, ``127.1``, bracketed IPv6).
+2. Host names are resolved once (``FetchPolicy.resolver``, default ``socket.getaddrinfo``)
+   and the request is refused if ANY resolved address is not public (see
+   ``classifier._netguard``): a name with one private address is either misconfigured or
+   an attack, and refusing it keeps the rule simple to reason about.
+3. The socket is opened to the validated address itself (``FetchPolicy.connector``), so a
+   DNS-rebinding attacker gets no second lookup to answer differently. TLS is verified
+   against the host name, which is also sent as SNI and in the ``Host`` header.
+4. Redirects are followed by hand, at most ``max_redirects``, each target checked like the
+   original URL. Bodies are read with ``Accept-Encoding: identity`` and counted while
+   streaming against ``max_download_bytes``; an absolute deadline (``time.monotonic()``)
+   bounds DNS, connect, TLS, headers and body together: a watchdog shuts the socket down
+   when it passes, so a server trickling bytes cannot hold the function.
+
+``ALLOW_PRIVATE_URLS=true`` (``allow_private_urls``) is the one switch that turns off the
+public-address rule, for local tests and the emulator. Everything else stays on.
+
+Only ``classifier.errors`` types leave ``fetch_url``; library exceptions are translated in
+one place (``_translate``). Messages never contain resolved addresses or library text.
+
+HTTP is spoken by urllib3 (pinned: urllib3==2.8.0), used at the connection level so that
+it never resolves names, retries or follows redirects on its own.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import logging
+import re
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any, Callable, Sequence
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+import urllib3
+import urllib3.exceptions
+from urllib3.connection import HTTPConnection, HTTPSConnection
+
+from . import _netguard
+from .errors import (
+    BadRequestError,
+    BlockedUrlError,
+    ClassifierError,
+    InternalError,
+    PayloadTooLargeError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FetchPolicy", "Fetched", "Target", "check_url", "fetch_url"]
+
+Resolver = Callable[..., Sequence[tuple[Any, ...]]]
+"""``getaddrinfo``-compatible: ``resolver(host, port, family, type)`` -> [(family, type, proto, canonname, sockaddr)]."""
+
+Connector = Callable[[str, int, float], socket.socket]
+"""``connector(address, port, timeout)`` -> a connected socket to that exact numeric address."""
+
+USER_AGENT = "lambda-image-classifier/0.1 (image fetcher)"
+MAX_URL_LENGTH = 4096
+_CHUNK = 64 * 1024
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+_PORT = re.compile(r"[0-9]{1,5}\Z")
+# Characters that are never valid raw in a URL we accept (urlsplit silently drops some of them).
+_FORBIDDEN_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+_NON_ASCII_OR_SPACE = re.compile(r"[^\x21-\x7e]")
+_EAI_NO_SUCH_HOST = {
+    getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY") if hasattr(socket, name)
+}
+
+
+def _default_connector(address: str, port: int, timeout: float) -> socket.socket:
+    """Open a TCP connection to a numeric address (no name resolution happens here)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(timeout)
+        sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Everything ``fetch_url`` needs to decide what it may fetch. Build once per cold start."""
+
+    allow_private_urls: bool = False
+    allowed_hosts: tuple[str, ...] = ()  # exact host or "*.example.com" (subdomains only)
+    allowed_ports: tuple[int, ...] = (80, 443)
+    max_download_bytes: int = 15 * 1024 * 1024
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    max_redirects: int = 3
+    default_total_timeout: float = 25.0  # used when fetch_url gets no deadline
+    # --- seams (tests) -------------------------------------------------------------
+    resolver: Resolver = field(default=socket.getaddrinfo, repr=False, compare=False)
+    connector: Connector = field(default=_default_connector, repr=False, compare=False)
+    ca_bundle: str | None = None  # PEM file of trusted CAs; None: the system trust store
+    # Test-only: addresses in these networks count as public (e.g. a loopback test server),
+    # while everything else stays blocked. Never set from the environment.
+    exempt_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    _ssl_context: list = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_hosts", tuple(_normalise_allow_entry(h) for h in self.allowed_hosts))
+        object.__setattr__(self, "allowed_ports", tuple(int(p) for p in self.allowed_ports))
+        if self.max_download_bytes <= 0 or self.max_redirects < 0:
+            raise ValueError("max_download_bytes must be positive and max_redirects non-negative")
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> "FetchPolicy":
+        """The policy described by ``classifier.settings.Settings``; ``overrides`` set seams in tests."""
+        values = dict(
+            allow_private_urls=settings.allow_private_urls,
+            allowed_hosts=settings.allowed_hosts,
+            allowed_ports=settings.allowed_ports,
+            max_download_bytes=settings.max_download_bytes,
+            connect_timeout=settings.fetch_connect_timeout,
+            read_timeout=settings.fetch_read_timeout,
+            max_redirects=settings.max_redirects,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """One verifying TLS context per policy (loading the trust store is not free)."""
+        if not self._ssl_context:
+            context = ssl.create_default_context(cafile=self.ca_bundle)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.check_hostname = True
+            context.verify_mode = ssl.CERT_REQUIRED
+            self._ssl_context.append(context)
+        return self._ssl_context[0]
+
+
+class Fetched(bytes):
+    """The downloaded body. It *is* the bytes (so ``data: bytes = fetch_url(...)`` holds)
+    and also carries the upstream ``content_type`` (the raw header value, or None)."""
+
+    content_type: str | None
+
+    def __new__(cls, data: bytes | bytearray, content_type: str | None = None) -> "Fetched":
+        obj = super().__new__(cls, data)
+        obj.content_type = content_type
+        return obj
+
+    @property
+    def data(self) -> bytes:
+        return self
+
+    def __repr__(self) -> str:
+        return f"Fetched(<{len(self)} bytes>, content_type={self.content_type!r})"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A URL that passed every check, with the exact addresses it may be fetched from."""
+
+    url: str  # normalised, without fragment
+    scheme: str
+    host: str  # ASCII (IDNA) host without brackets or trailing dot; canonical text for IP literals
+    port: int
+    addresses: tuple[str, ...]  # numeric, validated, in resolver order
+    request_target: str  # path + query, ASCII
+    host_header: str
+    is_ip_literal: bool
+
+
+# --- URL and host checks ---------------------------------------------------------------
+
+
+def _normalise_allow_entry(entry: str) -> str:
+    entry = entry.strip().lower().rstrip(".")
+    if entry.startswith("*."):
+        return "*." + _idna(entry[2:])
+    literal = _netguard.parse_ipv6_literal(entry.strip("[]"))
+    return str(literal) if literal else _idna(entry)
+
+
+def _idna(host: str) -> str:
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        raise BadRequestError("URL host is not a valid host name") from exc
+
+
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    for entry in allowed:
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+def _split_netloc(netloc: str) -> tuple[str, str | None, bool]:
+    """(host, port text or None, bracketed) from a netloc without userinfo."""
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        if end < 0:
+            raise BadRequestError("URL host is not valid")
+        host, rest = netloc[1:end], netloc[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise BadRequestError("URL host is not valid")
+        return host, (rest[1:] if rest else None), True
+    host, sep, port = netloc.partition(":")
+    if ":" in port:
+        raise BadRequestError("URL host is not valid")
+    return host, (port if sep else None), False
+
+
+def _normalise_host(raw_host: str, bracketed: bool) -> tuple[str, IPv4Address | IPv6Address | None]:
+    """(ASCII host, IP if it is an address literal). Raises BadRequestError if invalid."""
+    if bracketed:
+        address = _netguard.parse_ipv6_literal(raw_host)
+        if address is None:
+            raise BadRequestError("URL host is not a valid IPv6 address")
+        return str(address), address
+    try:
+        host = unquote(raw_host, errors="strict")  # browsers percent-decode hosts too
+    except UnicodeDecodeError as exc:
+        raise BadRequestError("URL host is not valid") from exc
+    if not host:
+        raise BadRequestError("URL has no host")
+    if _FORBIDDEN_URL_CHARS.search(host) or "%" in host:
+        raise BadRequestError("URL host is not valid")
+    host = _idna(host)
+    if host.endswith("."):
+        host = host[:-1]  # one trailing dot: the fully-qualified spelling of the same name
+    if _netguard.ends_in_number(host):
+        address = _netguard.parse_ipv4_any_spelling(host)
+        if address is None:
+            raise BadRequestError("URL host is not a valid IPv4 address")
+        return str(address), address
+    labels = host.split(".")
+    if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise BadRequestError("URL host is not a valid host name")
+    return host, None
+
+
+def _resolve(
+    host: str, port: int, policy: FetchPolicy, deadline: float
+) -> list[tuple[Any, ...]]:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise UpstreamTimeoutError("timed out before the URL host could be resolved")
+    future = _dns_pool().submit(policy.resolver, host, port, 0, socket.SOCK_STREAM)
+    try:
+        return list(future.result(timeout=remaining))
+    except concurrent.futures.TimeoutError as exc:
+        future.cancel()
+        raise UpstreamTimeoutError("timed out resolving the URL host") from exc
+
+
+_dns_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_dns_lock = threading.Lock()
+
+
+def _dns_pool() -> concurrent.futures.ThreadPoolExecutor:
+    # A few threads so a resolver that hangs past the deadline cannot hold the request;
+    # a stuck lookup ends on the resolver's own timeout (resolv.conf) and frees its thread.
+    global _dns_executor
+    with _dns_lock:
+        if _dns_executor is None:
+            _dns_executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="fetch-dns")
+        return _dns_executor
+
+
+def _address_allowed(address: _netguard.IPAddress, policy: FetchPolicy) -> bool:
+    if policy.allow_private_urls:
+        return True
+    if any(address.version == net.version and address in net for net in policy.exempt_networks):
+        return True
+    return _netguard.blocked_reason(address) is None
+
+
+def check_url(url: str, policy: FetchPolicy, *, deadline: float | None = None) -> Target:
+    """Validate ``url`` against ``policy`` and resolve it to the addresses it may be fetched from.
+
+    Raises BadRequestError (malformed URL, unsupported scheme, userinfo, host that does not
+    exist), BlockedUrlError (port or host not allowed, any address non-public),
+    UpstreamError / UpstreamTimeoutError (DNS failure or timeout). Only the resolver is
+    called; nothing is connected to.
+    """
+    clock = _Deadline(time.monotonic() + policy.default_total_timeout if deadline is None else deadline)
+    try:
+        return _check_url(url, policy, clock.at)
+    except ClassifierError:
+        raise
+    except Exception as exc:
+        raise _translate(exc, clock, _Hop()) from exc
+
+
+def _check_url(url: str, policy: FetchPolicy, deadline: float) -> Target:
+    if not isinstance(url, str) or not url:
+        raise BadRequestError("url must be a non-empty string")
+    if len(url) > MAX_URL_LENGTH:
+        raise BadRequestError(f"url must be at most {MAX_URL_LENGTH} characters")
+    if _FORBIDDEN_URL_CHARS.search(url):
+        raise BadRequestError("url must not contain spaces, control characters or backslashes")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise BadRequestError("url is not a valid URL") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise BadRequestError("url scheme must be http or https")
+    if not parts.netloc:
+        raise BadRequestError("URL has no host")
+    if "@" in parts.netloc:
+        raise BadRequestError("url must not contain a user name or password")
+
+    raw_host, port_text, bracketed = _split_netloc(parts.netloc)
+    if port_text:
+        if not _PORT.match(port_text) or not 0 < int(port_text) < 65536:
+            raise BadRequestError("URL port is not valid")
+        port = int(port_text)
+    else:
+        port = _DEFAULT_PORTS[scheme]
+    host, literal = _normalise_host(raw_host, bracketed)
+
+    if port not in policy.allowed_ports:
+        raise BlockedUrlError(f"URL port {port} is not allowed")
+    if policy.allowed_hosts and not _host_allowed(host, policy.allowed_hosts):
+        raise BlockedUrlError("URL host is not in the list of allowed hosts")
+
+    if literal is not None:
+        if not _address_allowed(literal, policy):
+            log.warning("blocked URL literal %s (%s)", host, _netguard.blocked_reason(literal))
+            raise BlockedUrlError("URL host is a non-public address")
+        addresses = [str(_netguard.connect_address(literal))]
+    else:
+        if not policy.allow_private_urls and (host == "localhost" or host.endswith(".localhost")):
+            raise BlockedUrlError("URL host is a non-public address")
+        addresses = []
+        for info in _resolve(host, port, policy, deadline):
+            sockaddr = info[4] if len(info) > 4 else None
+            address = _netguard.parse_resolved(sockaddr[0]) if sockaddr else None
+            if address is None or not _address_allowed(address, policy):
+                log.warning(
+                    "blocked URL host %s: resolves to %s (%s)",
+                    host, sockaddr, address and _netguard.blocked_reason(address),
+                )
+                raise BlockedUrlError("URL host resolves to a non-public address")
+            text = str(_netguard.connect_address(address))
+            if text not in addresses:
+                addresses.append(text)
+        if not addresses:
+            raise BadRequestError("URL host could not be resolved")
+
+    path = _NON_ASCII_OR_SPACE.sub(lambda m: quote(m.group(), safe=""), parts.path or "/")
+    query = _NON_ASCII_OR_SPACE.sub(lambda m: quote(m.group(), safe=""), parts.query)
+    request_target = path + ("?" + query if query else "")
+    if not request_target.startswith("/"):
+        request_target = "/" + request_target
+    authority = f"[{host}]" if ":" in host else host
+    host_header = authority if port == _DEFAULT_PORTS[scheme] else f"{authority}:{port}"
+    return Target(
+        url=f"{scheme}://{host_header}{request_target}",
+        scheme=scheme,
+        host=host,
+        port=port,
+        addresses=tuple(addresses),
+        request_target=request_target,
+        host_header=host_header,
+        is_ip_literal=literal is not None,
+    )
+
+
+# --- the deadline watchdog ---------------------------------------------------------------
+
+
+class _Deadline:
+    """An absolute ``time.monotonic()`` deadline that also shuts watched sockets down when it passes.
+
+    Socket timeouts bound each read, not their sum: a server sending one byte every few
+    seconds never trips them. The watchdog keeps a ``dup()`` of each socket (same kernel
+    socket, own descriptor, so it can never hit a reused descriptor) and ``shutdown()``s it
+    at the deadline, which wakes any blocked read or TLS handshake.
+    """
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.fired = False
+        self._lock = threading.Lock()
+        self._watched: list[socket.socket] = []
+        self._timer: threading.Timer | None = None
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.fired or self.remaining() <= 0
+
+    def check(self) -> None:
+        if self.expired():
+            raise UpstreamTimeoutError("fetching the URL took longer than the time left for this request")
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._watched.append(sock.dup())
+            if self._timer is None:
+                self._timer = threading.Timer(max(self.remaining(), 0.0), self._fire)
+                self._timer.daemon = True
+                self._timer.start()
+            fire_now = self.fired
+        if fire_now:
+            self._fire()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._watched:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            for sock in self._watched:
+                sock.close()
+            self._watched.clear()
+
+
+# --- HTTP over a pre-connected socket ------------------------------------------------------
+
+
+class _PinnedHTTPConnection(HTTPConnection):
+    """urllib3 connection whose socket is the one we opened to the validated address."""
+
+    def __init__(self, *args: Any, pinned_socket: socket.socket, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pinned_socket: socket.socket | None = pinned_socket
+
+    def _new_conn(self) -> socket.socket:
+        sock, self._pinned_socket = self._pinned_socket, None
+        if sock is None:  # urllib3 must never reconnect (that would bypass validation)
+            raise ConnectionError("pinned connection cannot reconnect")
+        return sock
+
+
+class _PinnedHTTPSConnection(HTTPSConnection):
+    def __init__(self, *args: Any, pinned_socket: socket.socket, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pinned_socket: socket.socket | None = pinned_socket
+
+    _new_conn = _PinnedHTTPConnection._new_conn
+
+
+def _open(target: Target, policy: FetchPolicy, clock: _Deadline) -> socket.socket:
+    """Connect to the first validated address that answers."""
+    last_error: BaseException | None = None
+    for address in target.addresses:
+        clock.check()
+        timeout = min(policy.connect_timeout, max(clock.remaining(), 0.001))
+        try:
+            sock = policy.connector(address, target.port, timeout)
+        except OSError as exc:
+            last_error = exc
+            continue
+        clock.watch(sock)
+        return sock
+    assert last_error is not None
+    raise last_error
+
+
+def _request(target: Target, policy: FetchPolicy, clock: _Deadline) -> tuple[HTTPConnection, Any]:
+    sock = _open(target, policy, clock)
+    timeout = min(policy.read_timeout, max(clock.remaining(), 0.001))
+    conn: HTTPConnection
+    if target.scheme == "https":
+        conn = _PinnedHTTPSConnection(
+            target.addresses[0],  # only used by urllib3 for its bookkeeping; the socket is pinned
+            target.port,
+            timeout=timeout,
+            pinned_socket=sock,
+            server_hostname=target.host,  # SNI and certificate hostname check
+            ssl_context=policy.ssl_context(),
+            cert_reqs="CERT_REQUIRED",
+        )
+    else:
+        conn = _PinnedHTTPConnection(target.addresses[0], target.port, timeout=timeout, pinned_socket=sock)
+    try:
+        sock.settimeout(timeout)
+        conn.connect()  # TLS handshake on the pinned socket, if https
+        conn.request(
+            "GET",
+            target.request_target,
+            headers={
+                "Host": target.host_header,
+                "User-Agent": USER_AGENT,
+                "Accept": "image/*, */*;q=0.5",
+                "Accept-Encoding": "identity",
+                "Connection": "close",
+            },
+            preload_content=False,
+            decode_content=False,
+            enforce_content_length=True,
+        )
+        return conn, conn.getresponse()
+    except BaseException:
+        conn.close()
+        sock.close()
+        raise
+
+
+def _read_body(response: Any, policy: FetchPolicy, clock: _Deadline) -> bytearray:
+    cap = policy.max_download_bytes
+    declared = response.headers.get("Content-Length")
+    if declared is not None:
+        try:
+            too_big = any(int(v.strip()) > cap for v in declared.split(","))
+        except ValueError:
+            too_big = False  # urllib3 rejects malformed lengths while reading
+        if too_big:
+            raise PayloadTooLargeError(f"the image at the URL is larger than the {cap}-byte limit")
+    encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        raise UpstreamError("upstream sent a compressed body although identity encoding was requested")
+    body = bytearray()
+    while True:
+        clock.check()
+        chunk = response.read(_CHUNK, decode_content=False)
+        if not chunk:
+            break
+        body += chunk
+        if len(body) > cap:
+            raise PayloadTooLargeError(f"the image at the URL is larger than the {cap}-byte limit")
+    clock.check()
+    return body
+
+
+class _Hop:
+    """Mutable per-fetch state the error translation needs (which hop failed)."""
+
+    def __init__(self) -> None:
+        self.redirects = 0
+
+
+def _fetch(url: str, policy: FetchPolicy, clock: _Deadline, hop: _Hop) -> Fetched:
+    target = _check_url(url, policy, clock.at)
+    while True:
+        conn, response = _request(target, policy, clock)
+        try:
+            status = response.status
+            if status in _REDIRECT_STATUSES:
+                location = response.headers.get("Location")
+                if not location:
+                    raise UpstreamError(f"upstream answered HTTP {status} without a Location")
+                if hop.redirects >= policy.max_redirects:
+                    raise UpstreamError(f"too many redirects (the limit is {policy.max_redirects})")
+                hop.redirects += 1
+                next_url = urljoin(target.url, location.strip())
+                try:
+                    target = _check_url(next_url, policy, clock.at)
+                except BadRequestError as exc:
+                    raise UpstreamError(f"upstream redirected to an unusable URL: {exc.message}") from exc
+                except BlockedUrlError as exc:
+                    raise BlockedUrlError(f"redirect refused: {exc.message}") from exc
+                continue
+            if not 200 <= status < 300:
+                raise UpstreamError(f"upstream answered HTTP {status}")
+            body = _read_body(response, policy, clock)
+            return Fetched(body, response.headers.get("Content-Type"))
+        finally:
+            response.close()
+            conn.close()
+
+
+def _translate(exc: BaseException, clock: _Deadline, hop: _Hop) -> ClassifierError:
+    """The one place where library and OS exceptions become caller-facing errors."""
+    if clock.expired():
+        return UpstreamTimeoutError("fetching the URL took longer than the time left for this request")
+    if isinstance(exc, socket.gaierror):
+        if exc.errno in _EAI_NO_SUCH_HOST and hop.redirects == 0:
+            return BadRequestError("URL host could not be resolved")
+        return UpstreamError("could not resolve the upstream host")
+    if isinstance(exc, (TimeoutError, urllib3.exceptions.TimeoutError)):
+        return UpstreamTimeoutError("upstream server timed out")
+    if isinstance(exc, (ssl.SSLError, ssl.CertificateError, urllib3.exceptions.SSLError)):
+        return UpstreamError("TLS connection to upstream failed (certificate or handshake)")
+    if isinstance(exc, ConnectionRefusedError):
+        return UpstreamError("upstream refused the connection")
+    if isinstance(exc, (http.client.HTTPException, urllib3.exceptions.ProtocolError,
+                        urllib3.exceptions.DecodeError, urllib3.exceptions.InvalidHeader)):
+        return UpstreamError("upstream sent an invalid or incomplete HTTP response")
+    if isinstance(exc, (OSError, urllib3.exceptions.HTTPError)):
+        return UpstreamError("could not connect to upstream")
+    return InternalError()
+
+
+def fetch_url(url: str, policy: FetchPolicy, deadline: float | None = None) -> Fetched:
+    """Download ``url`` under ``policy`` before ``deadline`` (absolute ``time.monotonic()``).
+
+    Returns the body as ``Fetched`` (a ``bytes`` with ``.content_type``). Raises only
+    ``classifier.errors`` types: BadRequestError 400, BlockedUrlError 403,
+    PayloadTooLargeError 413, UpstreamError 502, UpstreamTimeoutError 504, InternalError 500.
+    """
+    if deadline is None:
+        deadline = time.monotonic() + policy.default_total_timeout
+    clock = _Deadline(deadline)
+    hop = _Hop()
+    try:
+        clock.check()
+        return _fetch(url, policy, clock, hop)
+    except ClassifierError as exc:
+        if clock.fired and not isinstance(exc, (BlockedUrlError, BadRequestError, PayloadTooLargeError)):
+            raise UpstreamTimeoutError(
+                "fetching the URL took longer than the time left for this request"
+            ) from exc
+        raise
+    except Exception as exc:
+        raise _translate(exc, clock, hop) from exc
+    finally:
+        clock.close()
