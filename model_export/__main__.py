@@ -136,7 +136,7 @@ def _auto_activation(model, card: ModelCard) -> str:
     return choice
 
 
-def _run_check(args, model_path: Path, kind: str, model) -> "object":
+def _run_check(args, model_path: Path, kind: str, model, display_name: str | None = None) -> "object":
     from model_export.metadata import read_card, resolve_callable
     from model_export.parity import Tolerance, check_parity, sample_photos
 
@@ -152,6 +152,7 @@ def _run_check(args, model_path: Path, kind: str, model) -> "object":
         photos=sample_photos(args.images),
         n_random=args.random_inputs,
         reference_preprocess=reference,
+        display_name=display_name,
     )
     print(report.table())
     return report
@@ -209,7 +210,7 @@ def export(args) -> int:
     pending = output.with_name(f".{output.stem}.pending.onnx")
     save_single_file(proto, pending)
     try:
-        report = _run_check(args, pending, kind, model)
+        report = _run_check(args, pending, kind, model, display_name=str(output))
         report.raise_for_failure()
         os.replace(pending, output)
     finally:

@@ -245,13 +245,14 @@ def check_parity(
     n_random: int = 4,
     reference_preprocess: Callable[[Image.Image], np.ndarray] | None = None,
     seed: int = 0,
+    display_name: str | None = None,
 ) -> ParityReport:
     """Run ``predict`` (the source framework, taking a batch in the card's layout) and
     onnxruntime on the same inputs; return the report (call ``raise_for_failure``)."""
     import onnx
 
     model_path = Path(model_path)
-    report = ParityReport(str(model_path), source, tolerance)
+    report = ParityReport(display_name or str(model_path), source, tolerance)
     try:
         onnx.checker.check_model(str(model_path), full_check=True)
     except Exception as exc:  # onnx raises ValidationError / InferenceError

@@ -1,0 +1,88 @@
+"""Random-weight Keras models for the export tests, with batch-norm statistics taken
+from real photos so their outputs actually vary (a weights=None model with moving
+mean 0 / variance 1 gives a near-constant softmax and makes parity vacuous)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def calibrate_batch_norm(model, x: np.ndarray) -> None:
+    """Set every BatchNormalization's moving statistics to the batch statistics of ``x``."""
+    import keras
+
+    bns = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    model(x, training=True)
+    for bn, momentum in zip(bns, saved):
+        bn.momentum = momentum
+
+
+def photo_batch(size: int, scale: float, offset: float) -> np.ndarray:
+    from PIL import Image
+
+    from model_export.parity import sample_photos
+
+    arrays = [np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), np.float32) for _, img in sample_photos()]
+    return np.stack(arrays) * scale - offset
+
+
+def mobilenet_v2(size: int = 128, classes: int = 10):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), classes=classes)
+    calibrate_batch_norm(model, photo_batch(size, 1 / 127.5, 1.0))  # "tf" preset range
+    return model
+
+
+def xception(size: int = 96, classes: int = 7):
+    import keras
+
+    keras.utils.set_random_seed(2)
+    model = keras.applications.Xception(weights=None, input_shape=(size, size, 3), classes=classes)
+    calibrate_batch_norm(model, photo_batch(size, 1 / 127.5, 1.0))
+    return model
+
+
+def small_cnn(size: int = 96):
+    """The seed's model: Sequential, Rescaling(1/255) inside, one sigmoid output."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Rescaling(1.0 / 255),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    # Center the single logit on the photos so sigmoid decisions go both ways.
+    x = photo_batch(size, 1.0, 0.0)
+    head = model.layers[-1]
+    kernel, bias = head.get_weights()
+    features = keras.Model(model.inputs, model.layers[-2].output)(x)
+    logits = np.asarray(features) @ kernel
+    scale = 2.0 / (float(logits.std()) + 1e-6)
+    head.set_weights([kernel * scale, bias - float(np.median(logits)) * scale])
+    return model
+
+
+MOBILENET_SIZE = 128
+
+
+def mobilenet_training_preprocess(image) -> np.ndarray:
+    """How the MobileNetV2 user trained: bilinear resize, keras' mobilenet_v2.preprocess_input."""
+    import keras
+    from PIL import Image
+
+    resized = image.resize((MOBILENET_SIZE, MOBILENET_SIZE), Image.Resampling.BILINEAR)
+    return keras.applications.mobilenet_v2.preprocess_input(np.asarray(resized, dtype=np.float32))

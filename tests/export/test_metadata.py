@@ -1,0 +1,108 @@
+"""Model card options, labels and the ONNX metadata round trip (no TF/torch needed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from classifier.spec import METADATA_KEY, ModelCard
+from model_export.__main__ import _size
+from model_export.errors import ExportError
+from model_export.metadata import (
+    build_preprocessing,
+    load_labels,
+    output_size,
+    read_card,
+    validate_labels,
+    write_card,
+    write_labels,
+)
+
+
+def tiny_model(classes: int = 3):
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4, 4, 3])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", classes])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [48, classes], np.linspace(-1, 1, 48 * classes).tolist())
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 48])
+    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["output"])]
+    graph = helper.make_graph(nodes, "tiny", [x], [y], [w, shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_presets_and_explicit_values():
+    pre = build_preprocessing(224, 224, preset="imagenet", layout="NCHW")
+    assert pre.scale == pytest.approx(1 / 255) and pre.mean == (0.485, 0.456, 0.406)
+    pre = build_preprocessing(150, 100, preset="imagenet", mean=[0.5], std=[0.25, 0.5, 1.0])
+    assert (pre.height, pre.width, pre.mean, pre.std) == (150, 100, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0))
+    assert build_preprocessing(8, 8, scale=1 / 255).mean == (0.0, 0.0, 0.0)
+
+
+def test_normalization_must_be_stated():
+    with pytest.raises(ExportError, match="--preset"):
+        build_preprocessing(224, 224)
+    with pytest.raises(ExportError, match="invalid preprocessing"):
+        build_preprocessing(224, 224, preset="unit", crop_fraction=1.5)
+    with pytest.raises(ExportError, match="one value or three"):
+        build_preprocessing(224, 224, mean=[1, 2])
+
+
+@pytest.mark.parametrize("text,expected", [("224x160", (224, 160)), ("96", (96, 96)), ("150 120", (150, 120))])
+def test_size_parsing(text, expected):
+    assert _size(text.split()) == expected
+
+
+def test_size_parsing_rejects_garbage():
+    with pytest.raises(ExportError):
+        _size(["1x2x3"])
+
+
+def test_labels_from_lines_json_and_callable(tmp_path):
+    lines = tmp_path / "labels.txt"
+    lines.write_text("cat\ndog\n\n", encoding="utf-8")
+    assert load_labels(lines) == ("cat", "dog")
+    js = tmp_path / "labels.json"
+    js.write_text(json.dumps(["a", "b", "c"]))
+    assert load_labels(js) == ("a", "b", "c")
+    labels = load_labels("model_export.zoo:imagenet_labels")
+    assert len(labels) == 1000 and len(set(labels)) == 1000 and labels[281] == "tabby cat"
+    assert load_labels(write_labels(tmp_path / "imagenet.txt", labels)) == labels
+
+
+@pytest.mark.parametrize(
+    "name,content,match",
+    [
+        ("labels.txt", "cat\n\ndog\n", "empty line"),
+        ("labels.txt", "cat\ncat\n", "duplicate"),
+        ("labels.json", '{"a": 1}', "JSON list"),
+        ("labels.txt", '["a", 1]', "not a non-empty string"),
+        ("labels.txt", "", "no labels"),
+    ],
+)
+def test_bad_labels_files(tmp_path, name, content, match):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ExportError, match=match):
+        load_labels(path)
+
+
+def test_label_count_must_match_outputs():
+    validate_labels(("a", "b", "c"), output_size(tiny_model(3)))
+    with pytest.raises(ExportError, match="2 labels given but the model outputs 3"):
+        validate_labels(("a", "b"), output_size(tiny_model(3)))
+
+
+def test_card_round_trip_through_onnxruntime(tmp_path):
+    card = ModelCard("tiny", "7", build_preprocessing(4, 4, preset="unit"), ("a", "b", "c"), "softmax")
+    model = write_card(tiny_model(), card)
+    write_card(model, card)  # writing twice keeps one entry
+    assert [p.key for p in model.metadata_props] == [METADATA_KEY]
+    path = tmp_path / "tiny.onnx"
+    onnx.save(model, str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map) == card
+    assert read_card(path) == card
