@@ -1,0 +1,141 @@
+"""PyTorch -> ONNX: the bundled EfficientNet-Lite0 reproduces the committed model and
+predicts sensibly on real photos; TorchScript files and factories both export."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from classifier.spec import METADATA_KEY, ModelCard, activate, preprocess
+from model_export import pytorch as torch_source
+from model_export.__main__ import main
+from model_export.errors import ExportError
+from model_export.parity import batch, check_parity
+from model_export.zoo import DEFAULT_EXPORT_ARGS, efficientnet_lite_eval_preprocess
+
+from conftest import DEFAULT_MODEL
+
+CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+@pytest.fixture(scope="module")
+def committed():
+    assert DEFAULT_MODEL.is_file(), "predict_function/model/model.onnx is missing"
+    session = ort.InferenceSession(str(DEFAULT_MODEL), providers=["CPUExecutionProvider"])
+    card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
+    return session, card
+
+
+@pytest.fixture(scope="module")
+def reexported(tmp_path_factory):
+    """Run the documented default export command again, into a temporary directory."""
+    out = tmp_path_factory.mktemp("default") / "model.onnx"
+    args = list(DEFAULT_EXPORT_ARGS)
+    args[args.index("--output") + 1] = str(out)
+    assert main(args) == 0
+    return out
+
+
+def scores(session, card, images):
+    raw = session.run(None, {"input": batch(images, card)})[0]
+    return np.stack([activate(row, card.activation) for row in raw])
+
+
+def test_committed_model_is_one_self_describing_file(committed):
+    session, card = committed
+    assert not list(DEFAULT_MODEL.parent.glob("*.data")), "weights must not be split into .onnx.data"
+    model = onnx.load(str(DEFAULT_MODEL), load_external_data=False)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    onnx.checker.check_model(str(DEFAULT_MODEL), full_check=True)
+    assert 15e6 < DEFAULT_MODEL.stat().st_size < 25e6
+    assert (card.name, card.version, card.activation) == ("efficientnet-lite0", "1", "softmax")
+    assert len(card.labels) == 1000 and card.labels[281] == "tabby cat"
+    pre = card.preprocessing
+    assert (pre.height, pre.width, pre.resize, pre.crop_fraction, pre.layout, pre.channel_order) == (
+        224, 224, "bicubic", 0.875, "NCHW", "RGB")
+    assert (pre.scale, pre.mean, pre.std) == (1.0, (127.0,) * 3, (128.0,) * 3)
+    assert METADATA_KEY in session.get_modelmeta().custom_metadata_map
+    assert session.get_inputs()[0].name == "input" and session.get_inputs()[0].shape[1:] == [3, 224, 224]
+    assert session.get_outputs()[0].shape[1:] == [1000]
+
+
+def test_committed_model_predictions_are_sensible(committed, photos):
+    session, card = committed
+    by_name = dict(photos)
+    probs = scores(session, card, [(n, by_name[n]) for n in ("chelsea.png", "coffee.png", "china.jpg", "flower.jpg")])
+    top1 = probs.argmax(axis=1)
+    named = [card.labels[i] for i in top1]
+    print(dict(zip(("chelsea", "coffee", "china", "flower"), named)))
+    assert top1[0] in CAT_CLASSES, named[0]
+    assert probs[0][sorted(CAT_CLASSES)].sum() > 0.8  # the photo is, overwhelmingly, a cat
+    assert top1[1] in {967, 968, 504}, named[1]  # espresso / cup / coffee mug
+    assert top1[2] in {698, 483, 668, 975, 460}, named[2]  # palace / castle / mosque / lakeside / breakwater
+    assert top1[3] in {985, 309, 738, 883}, named[3]  # daisy / bee / pot / vase
+    assert np.allclose(probs.sum(axis=1), 1.0)
+
+
+def test_reexport_reproduces_committed_model(reexported, committed, photos):
+    session, card = committed
+    again = ort.InferenceSession(str(reexported), providers=["CPUExecutionProvider"])
+    assert ModelCard.from_metadata(again.get_modelmeta().custom_metadata_map) == card
+    rng = np.random.default_rng(5)
+    x = np.concatenate([batch(photos, card), rng.normal(0, 1, (3, 3, 224, 224)).astype(np.float32)])
+    np.testing.assert_allclose(again.run(None, {"input": x})[0], session.run(None, {"input": x})[0], atol=1e-4)
+
+
+def test_default_model_parity_against_pytorch(committed, photos):
+    report = check_parity(
+        DEFAULT_MODEL, torch_source.predictor(torch_source.load("model_export.zoo:efficientnet_lite0")),
+        photos=photos, reference_preprocess=efficientnet_lite_eval_preprocess,
+    )
+    print(report.table())
+    assert report.ok, report.table()
+    assert all(row.max_abs_diff < 1e-4 and row.top1_agree == row.count for row in report.rows)
+
+
+def test_zoo_reference_preprocess_matches_card(committed, photos):
+    _, card = committed
+    for _, image in photos:
+        np.testing.assert_allclose(efficientnet_lite_eval_preprocess(image), preprocess(image, card.preprocessing), atol=1e-6)
+
+
+def test_torchscript_file_and_nhwc_factory(tmp_path, photos):
+    import torch
+
+    from torch_models import tiny_cnn
+
+    scripted = tmp_path / "tiny.pt"
+    torch.jit.trace(tiny_cnn(), torch.rand(1, 3, 40, 40)).save(str(scripted))
+    labels = tmp_path / "labels.json"
+    labels.write_text('["a", "b", "c", "d", "e"]')
+    out = tmp_path / "ts.onnx"
+    assert main(["pytorch", str(scripted), "--size", "40", "--preset", "imagenet", "--labels", str(labels),
+                 "--output", str(out)]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
+    assert (card.name, card.activation, card.labels, card.preprocessing.layout) == ("tiny", "softmax", tuple("abcde"), "NCHW")
+    out2 = tmp_path / "nhwc.onnx"
+    assert main(["pytorch", "torch_models:tiny_cnn", "--size", "40x40", "--preset", "unit", "--layout", "NHWC",
+                 "--output", str(out2)]) == 0
+    session = ort.InferenceSession(str(out2), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1:] == [40, 40, 3]
+    card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
+    x = batch(photos, card)  # (7, 40, 40, 3): dynamic batch works
+    with torch.no_grad():
+        expected = tiny_cnn()(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, atol=1e-5)
+
+
+def test_bad_pytorch_sources_fail_clearly(tmp_path, capsys):
+    with pytest.raises(ExportError, match="not a torch.nn.Module"):
+        torch_source.load("torch_models:not_a_module")
+    with pytest.raises(ExportError, match="cannot import"):
+        torch_source.load("no_such_package.models:thing")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ExportError, match="TorchScript"):
+        torch_source.load(str(junk))
+    assert main(["pytorch", "torch_models:tiny_cnn", "--preset", "unit", "--output", str(tmp_path / "x.onnx")]) == 2
+    assert "--size" in capsys.readouterr().err
