@@ -123,7 +123,11 @@ class FetchPolicy:
     _ssl_context: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "allowed_hosts", tuple(_normalise_allow_entry(h) for h in self.allowed_hosts))
+        try:
+            hosts = tuple(_normalise_allow_entry(h) for h in self.allowed_hosts)
+        except BadRequestError as exc:  # a configuration error: fail the cold start, not a request
+            raise ValueError(f"invalid allowed_hosts entry in {self.allowed_hosts!r}") from exc
+        object.__setattr__(self, "allowed_hosts", hosts)
         object.__setattr__(self, "allowed_ports", tuple(int(p) for p in self.allowed_ports))
         if self.max_download_bytes <= 0 or self.max_redirects < 0:
             raise ValueError("max_download_bytes must be positive and max_redirects non-negative")

@@ -776,3 +776,8 @@ def test_error_messages_carry_no_addresses_or_library_text(server_factory, tls_s
     for message in messages:
         for leak in ("127.0.0.1", "10.9.8.7", "Errno", "urllib3", "SSL:", "CERTIFICATE_VERIFY", "Traceback"):
             assert leak not in message, (leak, message)
+
+
+def test_invalid_allow_list_entry_fails_at_cold_start():
+    with pytest.raises(ValueError):
+        FetchPolicy(allowed_hosts=("a" * 70 + ".example",))
