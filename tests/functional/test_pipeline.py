@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import json
 
 import numpy as np
@@ -29,7 +28,7 @@ class Context:
 
 @pytest.fixture(scope="module")
 def classifier():
-    return Classifier.load(os.environ.get("TEST_MODEL_PATH", str(DEFAULT_MODEL)), intra_op_threads=1)
+    return Classifier.load(str(DEFAULT_MODEL), intra_op_threads=1)
 
 
 @pytest.fixture(scope="module")
