@@ -1,0 +1,326 @@
+"""Stage a Lambda task root from the function's Dockerfile, without Docker.
+
+Layout under the build directory (``.build/local_lambda`` by default, git-ignored)::
+
+    cache/runtime-py3.12-<hash>/   venv with the image's Python minor + awslambdaric only (/var/runtime)
+    cache/deps-<hash>/             ``pip install --target`` of the pinned requirements, keyed by the
+                                   requirements files, pip options, Python version and machine
+    <Function>/task/               the staged task root (/var/task): deps hard-linked from the cache,
+                                   then the files the Dockerfile COPYs, then its compileall
+    <Function>/stage.json          what was staged (handler, Python, image ENV) for invoke/start-api
+
+Re-staging after a code change rebuilds ``task/`` from scratch (so removed files disappear) but only
+re-links the cached dependencies and re-copies the code.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Dict, List, Optional, Union
+
+from . import dockerfile_plan as dp
+from .dockerignore import DockerIgnore
+from .interpreters import Interpreter, find_python
+from .lint import LintError, lint_dockerfile
+
+RUNTIME_REQUIREMENTS = Path(__file__).with_name("runtime-requirements.txt")
+DEFAULT_BUILD_DIR = Path(".build") / "local_lambda"
+
+
+class StageError(RuntimeError):
+    pass
+
+
+@dataclass
+class StageResult:
+    function_name: str
+    task_root: str
+    handler: Optional[str]
+    python_version: str
+    runtime_python: str  # the runtime venv's python (awslambdaric lives there)
+    base_image: str
+    image_env: Dict[str, str] = field(default_factory=dict)
+    deps_cache_hit: Optional[bool] = None
+    deps_dir: Optional[str] = None
+    seconds: float = 0.0
+    warnings: List[str] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "StageResult":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _log(message: str) -> None:
+    print(f"[local_lambda] {message}", file=sys.stderr, flush=True)
+
+
+def _hash(*parts: Union[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:20]
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Recreate ``src`` under ``dst`` with hard links (copies across filesystems)."""
+    for root, dirs, files in os.walk(src):
+        rel = Path(root).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            s, d = Path(root, name), dst / rel / name
+            if d.exists() or d.is_symlink():
+                d.unlink()
+            if s.is_symlink():
+                d.symlink_to(os.readlink(s))
+                continue
+            try:
+                os.link(s, d)
+            except OSError:
+                shutil.copy2(s, d)
+
+
+def _run(args: List[str], what: str, **kwargs) -> None:
+    proc = subprocess.run(args, capture_output=True, text=True, **kwargs)
+    if proc.returncode != 0:
+        raise StageError(f"{what} failed (exit {proc.returncode}): {' '.join(args)}\n{proc.stdout}{proc.stderr}")
+
+
+def ensure_runtime(interpreter: Interpreter, cache_dir: Path) -> Path:
+    """A venv with the image's Python and only the runtime interface client; returns its python."""
+    key = _hash(RUNTIME_REQUIREMENTS.read_bytes(), interpreter.version, platform.machine(), interpreter.executable)
+    venv = cache_dir / f"runtime-py{interpreter.version}-{key}"
+    python = venv / "bin" / "python"
+    if (venv / ".complete").exists():
+        return python
+    _log(f"creating runtime venv (Python {interpreter.version} from {interpreter.found_by}) with awslambdaric")
+    tmp = venv.with_name(venv.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _run([interpreter.executable, "-m", "venv", str(tmp)], "creating the runtime venv")
+    # A venv's scripts hard-code its path: build it in place of the final name.
+    shutil.rmtree(venv, ignore_errors=True)
+    shutil.rmtree(tmp)
+    _run([interpreter.executable, "-m", "venv", str(venv)], "creating the runtime venv")
+    _run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes",
+         "-r", str(RUNTIME_REQUIREMENTS)],
+        "installing awslambdaric into the runtime venv",
+    )
+    (venv / ".complete").write_text("")
+    return python
+
+
+class _Stager:
+    def __init__(self, plan: dp.BuildPlan, context: Path, dockerfile: Path, task_root: Path,
+                 cache_dir: Path, python: Path):
+        self.plan = plan
+        self.context = context
+        self.ignore = DockerIgnore.for_context(context, dockerfile)
+        self.task_root = task_root
+        self.cache_dir = cache_dir
+        self.python = python
+        self.deps_cache_hit: Optional[bool] = None
+        self.deps_dir: Optional[Path] = None
+
+    def local(self, image_path: str, line: int) -> Path:
+        rel = PurePosixPath(image_path).relative_to("/") if image_path.startswith("/") else None
+        root = PurePosixPath(dp.IMAGE_TASK_ROOT)
+        path = PurePosixPath(os_normpath(image_path))
+        if rel is None or not (path == root or root in path.parents):
+            raise StageError(
+                f"line {line}: {image_path} is outside {dp.IMAGE_TASK_ROOT} (LAMBDA_TASK_ROOT); "
+                "only the task root can be staged without Docker"
+            )
+        return self.task_root.joinpath(*path.relative_to(root).parts)
+
+    # COPY / ADD -----------------------------------------------------------------------------
+    def _context_files(self, directory: Path) -> List[Path]:
+        files = []
+        for root, dirs, names in os.walk(directory):
+            dirs.sort()
+            for name in sorted(names):
+                path = Path(root, name)
+                if not self.ignore.ignored(path.relative_to(self.context).as_posix()):
+                    files.append(path)
+        return files
+
+    def copy(self, step: dp.CopyStep) -> None:
+        matches: List[Path] = []
+        for src in step.sources:
+            clean = os_normpath(src).lstrip("/")
+            if clean.startswith(".."):
+                raise StageError(f"line {step.line}: COPY {src} is outside the build context")
+            if any(c in clean for c in "*?["):
+                found = sorted(self.context.glob(clean))
+            else:
+                found = [self.context / clean] if clean != "." else [self.context]
+            found = [p for p in found if p.exists()
+                     and (p == self.context or not self.ignore.ignored(p.relative_to(self.context).as_posix())
+                          or (p.is_dir() and self._context_files(p)))]
+            if not found:
+                raise StageError(
+                    f"line {step.line}: COPY {src}: not found in the build context {self.context} "
+                    "(or excluded by .dockerignore)"
+                )
+            matches.extend(found)
+        dest = self.local(step.dest, step.line)
+        dest_is_dir = step.dest.endswith("/") or len(matches) > 1 or dest.is_dir()
+        for src in matches:
+            if src.is_dir():
+                for file in self._context_files(src):
+                    target = dest / file.relative_to(src)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(file, target)
+            else:
+                target = dest / src.name if dest_is_dir else dest
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, target)
+
+    # RUN pip install ------------------------------------------------------------------------
+    def pip_install(self, step: dp.PipInstallStep) -> None:
+        target = self.local(step.target, step.line)
+        requirement_files = [self.local(r, step.line) for r in step.requirements]
+        constraint_files = [self.local(c, step.line) for c in step.constraints]
+        for f in requirement_files + constraint_files:
+            if not f.is_file():
+                raise StageError(f"line {step.line}: {f.name} is not in the task root at this point (COPY it first)")
+        key = _hash(
+            *(f.read_bytes() for f in requirement_files),
+            "constraints", *(f.read_bytes() for f in constraint_files),
+            "options", *step.options, str(step.compile_bytecode),
+            self.plan.python_version, platform.machine(),
+        )
+        deps = self.cache_dir / f"deps-py{self.plan.python_version}-{key}"
+        self.deps_dir = deps
+        self.deps_cache_hit = (deps / ".complete").exists()
+        if not self.deps_cache_hit:
+            _log(f"line {step.line}: pip install --require-hashes --target (Python {self.plan.python_version}); "
+                 "cached for the next stage")
+            tmp = deps.with_name(deps.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            args = [str(self.python), "-m", "pip", "install", "--disable-pip-version-check",
+                    "--no-warn-script-location", "--quiet", "--require-hashes", "--target", str(tmp)]
+            args += [o for o in step.options if o not in ("--quiet", "-q", "-qq")]
+            if not step.compile_bytecode:
+                args.append("--no-compile")
+            for f in requirement_files:
+                args += ["-r", str(f)]
+            for f in constraint_files:
+                args += ["-c", str(f)]
+            _run(args, f"line {step.line}: pip install")
+            shutil.rmtree(deps, ignore_errors=True)
+            tmp.rename(deps)
+            (deps / ".complete").write_text(" ".join(args) + "\n")
+        else:
+            _log(f"line {step.line}: pip install: requirements unchanged, using cached {deps.name}")
+        _link_tree(deps, target)
+        (target / ".complete").unlink(missing_ok=True)
+
+    # RUN python -m compileall ---------------------------------------------------------------
+    def compileall(self, step: dp.CompileallStep) -> None:
+        args = [a if a.startswith("-") else str(self.local(a, step.line)) for a in step.args]
+        _run([str(self.python), "-m", "compileall", *args], f"line {step.line}: python -m compileall")
+
+    # RUN rm ---------------------------------------------------------------------------------
+    def remove(self, step: dp.RemoveStep) -> None:
+        for image_path in step.paths:
+            path = self.local(image_path, step.line)
+            if path == self.task_root:
+                raise StageError(f"line {step.line}: refusing to remove the task root")
+            if path.is_dir() and not path.is_symlink():
+                if not step.recursive:
+                    raise StageError(f"line {step.line}: rm {image_path}: is a directory")
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            elif not step.force:
+                raise StageError(f"line {step.line}: rm {image_path}: no such file")
+
+    def run(self) -> None:
+        for step in self.plan.steps:
+            if isinstance(step, dp.CopyStep):
+                self.copy(step)
+            elif isinstance(step, dp.PipInstallStep):
+                self.pip_install(step)
+            elif isinstance(step, dp.CompileallStep):
+                self.compileall(step)
+            elif isinstance(step, dp.RemoveStep):
+                self.remove(step)
+            else:  # pragma: no cover
+                raise StageError(f"unknown step {step!r}")
+
+
+def os_normpath(path: str) -> str:
+    import posixpath
+
+    return posixpath.normpath(path)
+
+
+def stage(
+    dockerfile: Union[str, Path],
+    context: Optional[Union[str, Path]] = None,
+    build_dir: Union[str, Path] = DEFAULT_BUILD_DIR,
+    function_name: str = "function",
+    lint: bool = True,
+    env: Optional[Dict[str, str]] = None,
+) -> StageResult:
+    """Stage ``<build_dir>/<function_name>/task`` from ``dockerfile`` and its build ``context``."""
+    started = time.perf_counter()
+    dockerfile = Path(dockerfile).resolve()
+    context = Path(context).resolve() if context else dockerfile.parent
+    build_dir = Path(build_dir).resolve()
+    warnings: List[str] = []
+    if lint:
+        try:
+            warnings += [str(f) for f in lint_dockerfile(dockerfile, fail_on="error")]
+        except LintError as exc:
+            raise StageError(str(exc)) from exc
+    try:
+        plan = dp.parse(dockerfile)
+    except dp.DockerfileError as exc:
+        raise StageError(f"{dockerfile}: {exc}") from exc
+    warnings += plan.warnings
+    for warning in warnings:
+        _log(f"warning: {warning}")
+    interpreter = find_python(plan.python_version, env=env, why=f"by FROM {plan.base_image} in {dockerfile}")
+    cache_dir = build_dir / "cache"
+    python = ensure_runtime(interpreter, cache_dir)
+
+    function_dir = build_dir / function_name
+    task_root = function_dir / "task"
+    shutil.rmtree(task_root, ignore_errors=True)
+    task_root.mkdir(parents=True)
+    stager = _Stager(plan, context, dockerfile, task_root, cache_dir, python)
+    try:
+        stager.run()
+    except dp.DockerfileError as exc:
+        raise StageError(f"{dockerfile}: {exc}") from exc
+    result = StageResult(
+        function_name=function_name,
+        task_root=str(task_root),
+        handler=plan.handler,
+        python_version=plan.python_version,
+        runtime_python=str(python),
+        base_image=plan.base_image,
+        image_env=dict(plan.env),
+        deps_cache_hit=stager.deps_cache_hit,
+        deps_dir=str(stager.deps_dir) if stager.deps_dir else None,
+        seconds=round(time.perf_counter() - started, 3),
+        warnings=warnings,
+    )
+    result.save(function_dir / "stage.json")
+    return result
