@@ -176,7 +176,10 @@ def read_card(model_or_path) -> ModelCard:
     if isinstance(model_or_path, (str, Path)):
         import onnx
 
-        model = onnx.load(str(model_or_path), load_external_data=False)
+        try:
+            model = onnx.load(str(model_or_path), load_external_data=False)
+        except Exception as exc:  # protobuf DecodeError, OSError...
+            raise ExportError(f"cannot read ONNX model {model_or_path}: {type(exc).__name__}: {exc}") from exc
     else:
         model = model_or_path
     metadata = {p.key: p.value for p in model.metadata_props}

@@ -163,7 +163,10 @@ class ParityReport:
 def onnx_predictor(model_path: str | Path) -> tuple[Predict, list[str]]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's Fail/InvalidGraph/...: one boundary
+        raise ExportError(f"onnxruntime cannot load {model_path}: {exc}") from exc
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
 

@@ -106,3 +106,16 @@ def test_card_round_trip_through_onnxruntime(tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map) == card
     assert read_card(path) == card
+
+
+def test_unreadable_or_cardless_models_fail_clearly(tmp_path, capsys):
+    from model_export.__main__ import main
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a protobuf at all")
+    assert main(["show", str(garbage)]) == 2
+    assert "cannot read ONNX model" in capsys.readouterr().err
+    bare = tmp_path / "bare.onnx"
+    onnx.save(tiny_model(), str(bare))
+    assert main(["show", str(bare)]) == 2
+    assert METADATA_KEY in capsys.readouterr().err
