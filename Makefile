@@ -37,9 +37,11 @@ lint: $(VENV)/.installed
 
 # Re-export the bundled default model (EfficientNet-Lite0, ImageNet-1k) with the export tool.
 model: $(VENV)/.installed
-	$(PY) -m model_export pytorch model_export.zoo:efficientnet_lite0 --preset efficientnet-lite \
-	  --size 224x224 --resize bicubic --crop-fraction 0.875 --layout NCHW --labels imagenet \
-	  --name efficientnet-lite0 --version 1 --output predict_function/model/model.onnx
+	$(PY) -m model_export pytorch model_export.zoo:efficientnet_lite0 --size 224x224 --resize bicubic \
+	  --crop-fraction 0.875 --preset efficientnet-lite --layout NCHW --activation softmax \
+	  --labels model_export.zoo:imagenet_labels --name efficientnet-lite0 --version 1 \
+	  --reference-preprocess model_export.zoo:efficientnet_lite_eval_preprocess \
+	  --output predict_function/model/model.onnx
 
 events: $(VENV)/.installed
 	PATH=$(VENV)/bin:$$PATH $(PY) events/generate.py
