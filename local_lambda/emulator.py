@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -165,6 +166,7 @@ class Emulator:
         if not python:
             raise EmulatorError("no runtime_python: pass it or stage the task root with local_lambda.stage")
         self.runtime_python = Path(python)
+        self.python_version = recorded.get("python_version")
         self.function_name = function_name
         self.memory_mb = int(memory_mb)
         self.timeout_s = int(timeout_s)
@@ -204,16 +206,31 @@ class Emulator:
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONNOUSERSITE": "1",
         }
-        env.update(self.image_env)
+        env.update(self._translate(self.image_env))
         env.update(aws_variables(self.function_name, self.handler, self.memory_mb, self.timeout_s))
-        env.update(self.user_env)
+        env.update(self._translate(self.user_env))
         # The RIE enforces the timeout from this variable: it must agree with timeout_s.
         env["AWS_LAMBDA_FUNCTION_TIMEOUT"] = str(self.timeout_s)
         env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(self.memory_mb)
         env.pop("AWS_LAMBDA_RUNTIME_API", None)
         return env
 
+    def _translate(self, variables: Dict[str, str]) -> Dict[str, str]:
+        """Point image paths at the staged copies: ``/var/task/x`` -> ``<task root>/x``.
+
+        The image's file system cannot be recreated at ``/var/task`` without a container, so a value
+        such as ``MODEL_PATH=/var/task/model/model.onnx`` is rewritten (also inside ``:``/``,`` lists).
+        """
+        root, runtime = str(self.task_root), str(self.runtime_python.parent.parent)
+        out = {}
+        for name, value in variables.items():
+            value = _IMAGE_TASK_ROOT.sub(lambda m: root, str(value))
+            out[name] = _IMAGE_RUNTIME_DIR.sub(lambda m: runtime, value)
+        return out
+
     def _python_minor(self) -> str:
+        if self.python_version:
+            return self.python_version
         name = self.runtime_python.name
         for candidate in sorted(self.runtime_python.parent.glob("python3.*")):
             name = candidate.name
@@ -380,4 +397,6 @@ class Emulator:
             return "".join(self._lines)
 
 
+_IMAGE_TASK_ROOT = re.compile(r"(?<![^:,=\s])/var/task(?=/|$|[:,\s])")
+_IMAGE_RUNTIME_DIR = re.compile(r"(?<![^:,=\s])/var/runtime(?=/|$|[:,\s])")
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))

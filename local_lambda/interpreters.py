@@ -50,16 +50,16 @@ def _probe(executable: str, env: Mapping[str, str]) -> Optional[Tuple[str, str]]
     return parts[0], parts[2]
 
 
-def _tool(name: str, path: str) -> Optional[str]:
+def _tool(name: str, path: str, beside_python: bool) -> Optional[str]:
     found = shutil.which(name, path=path)
-    if found:
+    if found or not beside_python:
         return found
     # A tool installed in the same virtualenv as the running Python (e.g. uv in the dev venv).
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None
 
 
-def _candidates(version: str, env: Mapping[str, str]) -> Iterator[Tuple[str, str]]:
+def _candidates(version: str, env: Mapping[str, str], beside_python: bool) -> Iterator[Tuple[str, str]]:
     path = env.get("PATH", os.defpath)
     explicit = env.get("LOCAL_LAMBDA_PYTHON")
     if explicit:
@@ -68,7 +68,7 @@ def _candidates(version: str, env: Mapping[str, str]) -> Iterator[Tuple[str, str
     if on_path:
         yield on_path, f"python{version} on PATH"
 
-    pyenv = _tool("pyenv", path)
+    pyenv = _tool("pyenv", path, beside_python)
     if pyenv:
         try:
             out = subprocess.run(
@@ -89,7 +89,7 @@ def _candidates(version: str, env: Mapping[str, str]) -> Iterator[Tuple[str, str
             if prefix:
                 yield str(Path(prefix) / "bin" / f"python{version}"), f"pyenv ({name})"
 
-    uv = _tool("uv", path)
+    uv = _tool("uv", path, beside_python)
     if uv:
         try:
             out = subprocess.run(
@@ -101,11 +101,17 @@ def _candidates(version: str, env: Mapping[str, str]) -> Iterator[Tuple[str, str
             yield out.stdout.strip().splitlines()[-1], "uv python find"
 
 
-def find_python(version: str, env: Optional[Mapping[str, str]] = None, why: str = "") -> Interpreter:
-    """Return a working CPython ``version`` (``"3.12"``) or raise :class:`InterpreterNotFound`."""
+def find_python(
+    version: str, env: Optional[Mapping[str, str]] = None, why: str = "", beside_python: bool = True
+) -> Interpreter:
+    """Return a working CPython ``version`` (``"3.12"``) or raise :class:`InterpreterNotFound`.
+
+    ``env`` stands for ``os.environ`` (``PATH``, ``PYENV_ROOT``, ``LOCAL_LAMBDA_PYTHON``...);
+    ``beside_python`` also looks for pyenv/uv next to the running interpreter (its virtualenv).
+    """
     env = os.environ if env is None else env
     tried: List[str] = []
-    for executable, found_by in _candidates(version, env):
+    for executable, found_by in _candidates(version, env, beside_python):
         probed = _probe(executable, env)
         if probed and probed[0] == version:
             return Interpreter(executable=probed[1], version=version, found_by=found_by)

@@ -277,8 +277,13 @@ def stage(
     function_name: str = "function",
     lint: bool = True,
     env: Optional[Dict[str, str]] = None,
+    cache_dir: Optional[Union[str, Path]] = None,
 ) -> StageResult:
-    """Stage ``<build_dir>/<function_name>/task`` from ``dockerfile`` and its build ``context``."""
+    """Stage ``<build_dir>/<function_name>/task`` from ``dockerfile`` and its build ``context``.
+
+    ``cache_dir`` (default ``$LOCAL_LAMBDA_CACHE_DIR`` or ``<build_dir>/cache``) holds the runtime venv
+    and the installed dependencies, reusable across build directories.
+    """
     started = time.perf_counter()
     dockerfile = Path(dockerfile).resolve()
     context = Path(context).resolve() if context else dockerfile.parent
@@ -297,7 +302,7 @@ def stage(
     for warning in warnings:
         _log(f"warning: {warning}")
     interpreter = find_python(plan.python_version, env=env, why=f"by FROM {plan.base_image} in {dockerfile}")
-    cache_dir = build_dir / "cache"
+    cache_dir = Path(cache_dir or os.environ.get("LOCAL_LAMBDA_CACHE_DIR") or build_dir / "cache").resolve()
     python = ensure_runtime(interpreter, cache_dir)
 
     function_dir = build_dir / function_name

@@ -1,0 +1,206 @@
+"""``python -m local_lambda {lint,stage,invoke,start-api}``: sam build / local invoke / start-api without Docker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from . import lint as lint_mod
+from .apigw import ApiServer, EmulatorRunner, build_api, require_loopback, stderr_sink
+from .emulator import Emulator, EmulatorError
+from .interpreters import InterpreterNotFound
+from .stage import StageError, StageResult, stage
+from .template import FunctionConfig, TemplateError, function_environment, load_stacks, read_function
+
+
+def _log(message: str) -> None:
+    print(f"[local_lambda] {message}", file=sys.stderr, flush=True)
+
+
+def _parameters(values: Optional[List[str]]) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for value in values or []:
+        for item in value.split():
+            key, eq, val = item.partition("=")
+            if not eq:
+                raise SystemExit(f"--parameter-overrides: expected Key=Value, got {item!r}")
+            out[key.replace("ParameterKey", "").strip(",")] = val
+    return out
+
+
+def _build_dir(args, template: Path) -> Path:
+    return Path(args.build_dir) if args.build_dir else template.resolve().parent / ".build" / "local_lambda"
+
+
+def _stage_function(args, fn: FunctionConfig, template: Path) -> StageResult:
+    build_dir = _build_dir(args, template)
+    manifest = build_dir / fn.logical_id / "stage.json"
+    if getattr(args, "skip_stage", False) and manifest.is_file():
+        return StageResult.load(manifest)
+    result = stage(fn.dockerfile, fn.context, build_dir=build_dir, function_name=fn.logical_id, lint=not args.no_lint)
+    _log(
+        f"staged {fn.logical_id} in {result.seconds:.1f}s -> {result.task_root} "
+        f"(Python {result.python_version}, deps cache {'n/a' if result.deps_cache_hit is None else 'hit' if result.deps_cache_hit else 'miss'})"
+    )
+    return result
+
+
+def _emulator(args, fn: FunctionConfig, staged: StageResult, env_vars: Dict[str, Any], log_sink=None) -> Emulator:
+    handler = fn.handler_override or staged.handler
+    if not handler:
+        raise TemplateError(f"{fn.logical_id}: no handler (Dockerfile CMD or ImageConfig.Command)")
+    env, warnings = function_environment(fn, handler, env_vars)
+    warning = fn.architecture_warning()
+    for message in warnings + ([warning] if warning else []):
+        _log(f"warning: {message}")
+    return Emulator(
+        staged.task_root,
+        handler=handler,
+        env=env,
+        memory_mb=fn.memory_mb,
+        timeout_s=fn.timeout_s,
+        runtime_python=staged.runtime_python,
+        function_name=fn.logical_id,
+        image_env=staged.image_env,
+        rie_log_level=args.rie_log_level,
+        log_sink=log_sink,
+    )
+
+
+def _env_vars(path: Optional[str]) -> Dict[str, Any]:
+    if not path:
+        return {}
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise TemplateError(f"--env-vars {path}: expected a JSON object")
+    return data
+
+
+def cmd_lint(args) -> int:
+    dockerfile = Path(args.dockerfile) if args.dockerfile else read_function(args.template, args.function).dockerfile
+    findings = lint_mod.lint_dockerfile(dockerfile, fail_on="none")
+    for finding in findings:
+        print(finding)
+    worst = max((lint_mod.LEVELS.index(f.level) for f in findings if f.level in lint_mod.LEVELS), default=-1)
+    if not findings:
+        print(f"{dockerfile}: hadolint found nothing")
+    return 1 if worst >= lint_mod.LEVELS.index(args.failure_threshold) else 0
+
+
+def cmd_stage(args) -> int:
+    template = Path(args.template)
+    if args.dockerfile:
+        build_dir = Path(args.build_dir) if args.build_dir else Path(".build") / "local_lambda"
+        result = stage(args.dockerfile, args.context, build_dir=build_dir, function_name=args.function or "function",
+                       lint=not args.no_lint)
+        _log(f"staged in {result.seconds:.1f}s -> {result.task_root}")
+    else:
+        fn = read_function(template, args.function, _parameters(args.parameter_overrides))
+        result = _stage_function(args, fn, template)
+    print(result.task_root)
+    return 0
+
+
+def cmd_invoke(args) -> int:
+    template = Path(args.template)
+    fn = read_function(template, args.function, _parameters(args.parameter_overrides))
+    staged = _stage_function(args, fn, template)
+    if args.event == "-":
+        event_text = sys.stdin.read()
+    elif args.event:
+        event_text = Path(args.event).read_text()
+    else:
+        event_text = "{}"
+    json.loads(event_text)  # fail early on a malformed event file
+    emulator = _emulator(args, fn, staged, _env_vars(args.env_vars), log_sink=stderr_sink)
+    with emulator:
+        result = emulator.invoke_raw(event_text.encode())
+        memory = emulator.runtime_memory_mb()
+    sys.stdout.write(result.text + "\n")
+    sys.stdout.flush()
+    _log(
+        f"cold start (RIE start -> first response) {emulator.cold_start_s * 1000:.0f} ms, "
+        f"runtime peak RSS {memory.get('peak_rss', 0):.0f} MiB of {fn.memory_mb} MB"
+    )
+    return 0
+
+
+def cmd_start_api(args) -> int:
+    require_loopback(args.host)
+    template = Path(args.template)
+    stacks = load_stacks(template, _parameters(args.parameter_overrides))
+    api = build_api(stacks, cwd=str(template.resolve().parent))
+    env_vars = _env_vars(args.env_vars)
+    factories = {}
+    for name in sorted({route.function_name for route in api.routes}):
+        fn = read_function(template, name, stacks=stacks)
+        staged = _stage_function(args, fn, template)
+        factories[name] = (lambda fn=fn, staged=staged: _emulator(args, fn, staged, env_vars, log_sink=stderr_sink))
+    runner = EmulatorRunner(factories)
+    server = ApiServer(api, runner, host=args.host, port=args.port)
+    runner.start_all()
+    for method, path, function, event_type in server.routes():
+        _log(f"Mounted {function} at {server.url}{path} [{method}] ({event_type})")
+    _log("one warm runtime per function serves every request; Ctrl+C to stop")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local_lambda", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, function=True):
+        if function:
+            p.add_argument("function", nargs="?", help="function logical id (default: the template's only Image function)")
+        p.add_argument("-t", "--template", default="template.yaml", help="SAM template (default: template.yaml)")
+        p.add_argument("--parameter-overrides", nargs="*", help="Key=Value template parameters")
+        p.add_argument("--build-dir", help="where staged roots live (default: <template dir>/.build/local_lambda)")
+        p.add_argument("--no-lint", action="store_true", help="skip hadolint before staging")
+
+    def runtime(p):
+        p.add_argument("-n", "--env-vars", help='JSON: {"Parameters": {...}, "<Function>": {"VAR": "value"}}')
+        p.add_argument("--skip-stage", action="store_true", help="reuse the last staged task root as is")
+        p.add_argument("--rie-log-level", default="error", help="RIE log level (sam local uses error)")
+
+    p = sub.add_parser("lint", help="hadolint the function's Dockerfile")
+    common(p)
+    p.add_argument("--dockerfile", help="lint this Dockerfile instead of the template's")
+    p.add_argument("--failure-threshold", default="error", choices=lint_mod.LEVELS + ("none",))
+    p.set_defaults(func=cmd_lint)
+
+    p = sub.add_parser("stage", help="build the task root from the Dockerfile (sam build, without Docker)")
+    common(p)
+    p.add_argument("--dockerfile", help="stage this Dockerfile instead of the template's function")
+    p.add_argument("--context", help="build context for --dockerfile (default: its folder)")
+    p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("invoke", help="invoke once under the Lambda RIE (sam local invoke)")
+    common(p)
+    runtime(p)
+    p.add_argument("-e", "--event", help="event JSON file ('-' for stdin; default {})")
+    p.set_defaults(func=cmd_invoke)
+
+    p = sub.add_parser("start-api", help="serve the template's Api routes (sam local start-api)")
+    common(p, function=False)
+    runtime(p)
+    p.add_argument("-p", "--port", type=int, default=3000)
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    p.set_defaults(func=cmd_start_api)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (StageError, TemplateError, EmulatorError, InterpreterNotFound, lint_mod.LintError, ValueError) as exc:
+        print(f"local_lambda: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
