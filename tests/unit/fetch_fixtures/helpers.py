@@ -215,9 +215,13 @@ def image(body: bytes, content_type: str = "image/png") -> Route:
     return route
 
 
-def trickle(byte_every: float, total: int, *, headers_first: bool = True) -> Route:
-    """Send ``total`` bytes one at a time, ``byte_every`` seconds apart (a slow-loris upstream)."""
+def trickle(byte_every: float, total: int, *, headers_first: bool = True, give_up_after: float = 5.0) -> Route:
+    """Send ``total`` bytes one at a time, ``byte_every`` seconds apart (a slow-loris upstream).
+
+    Stops after ``give_up_after`` seconds so that a regression fails the test instead of hanging it.
+    """
     def route(conn: socket.socket, request: Request) -> None:
+        started = time.monotonic()
         head = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {total}\r\n\r\n".encode()
         if headers_first:
             conn.sendall(head)
@@ -225,6 +229,8 @@ def trickle(byte_every: float, total: int, *, headers_first: bool = True) -> Rou
         else:
             payload = head + b"x" * total
         for i in range(len(payload)):
+            if time.monotonic() - started > give_up_after:
+                return
             conn.sendall(payload[i : i + 1])
             time.sleep(byte_every)
     return route
