@@ -11,7 +11,6 @@ sets how many each property tries.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections import Counter
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
