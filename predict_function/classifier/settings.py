@@ -18,6 +18,7 @@ FETCH_CONNECT_TIMEOUT = "FETCH_CONNECT_TIMEOUT"
 FETCH_READ_TIMEOUT = "FETCH_READ_TIMEOUT"
 MAX_REDIRECTS = "MAX_REDIRECTS"
 ORT_INTRA_OP_THREADS = "ORT_INTRA_OP_THREADS"
+CORS_ALLOW_ORIGIN = "CORS_ALLOW_ORIGIN"
 
 # Set by Lambda (and by the base image): where the function's code and model live.
 LAMBDA_TASK_ROOT = "LAMBDA_TASK_ROOT"
@@ -50,6 +51,7 @@ class Settings:
     fetch_read_timeout: float = 10.0
     max_redirects: int = 3
     ort_intra_op_threads: int = 0  # 0: one thread per available CPU
+    cors_allow_origin: str = ""  # Access-Control-Allow-Origin on API responses; "" = no CORS header
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -67,6 +69,7 @@ class Settings:
                 fetch_read_timeout=float(env.get(FETCH_READ_TIMEOUT, 10.0)),
                 max_redirects=int(env.get(MAX_REDIRECTS, 3)),
                 ort_intra_op_threads=int(env.get(ORT_INTRA_OP_THREADS, 0)),
+                cors_allow_origin=(env.get(CORS_ALLOW_ORIGIN) or "").strip(),
             )
         except ValueError as exc:
             # A misconfigured function should fail its cold start loudly, naming the variable.
