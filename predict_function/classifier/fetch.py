@@ -22,8 +22,9 @@ inside a VPC, private networks. ``fetch_url`` only ever talks to public addresse
    bounds DNS, connect, TLS, headers and body together: a watchdog shuts the socket down
    when it passes, so a server trickling bytes cannot hold the function.
 
-``ALLOW_PRIVATE_URLS=true`` (``allow_private_urls``) is the one switch that turns off the
-public-address rule, for local tests and the emulator. Everything else stays on.
+``ALLOW_PRIVATE_URLS=true`` (``allow_private_urls``) is the one switch that lets local tests
+and the emulator fetch from loopback (127.0.0.0/8, ::1, ``localhost``). It opens nothing
+else: private ranges, link-local (the instance metadata service) and the rest stay blocked.
 
 Only ``classifier.errors`` types leave ``fetch_url``; library exceptions are translated in
 one place (``_translate``). Messages never contain resolved addresses or library text.
@@ -293,7 +294,7 @@ def _dns_pool() -> concurrent.futures.ThreadPoolExecutor:
 
 
 def _address_allowed(address: _netguard.IPAddress, policy: FetchPolicy) -> bool:
-    if policy.allow_private_urls:
+    if policy.allow_private_urls and address.is_loopback:
         return True
     if any(address.version == net.version and address in net for net in policy.exempt_networks):
         return True

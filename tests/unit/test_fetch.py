@@ -431,6 +431,21 @@ def test_default_policy_blocks_loopback_and_allow_private_urls_opens_it(server_f
                                  allowed_ports=(server.port,), allow_private_urls=True), deadline=soon()) == PNG
 
 
+@pytest.mark.parametrize(
+    "address", ["169.254.169.254", "169.254.170.2", "10.0.0.1", "192.168.1.1", "172.16.0.1", "100.64.0.1",
+                "0.0.0.0", "fd00::1", "fe80::1", "::ffff:10.0.0.1"],
+)
+def test_allow_private_urls_opens_loopback_only(address):
+    connector = LoopbackOnlyConnector()
+    policy = make_policy(FakeResolver({"inside.example": [address]}), connector, allow_private_urls=True)
+    with pytest.raises(errors.BlockedUrlError):
+        fetch_url("http://inside.example/x.png", policy, deadline=soon())
+    literal = f"[{address}]" if ":" in address else address
+    with pytest.raises(errors.BlockedUrlError):
+        fetch_url(f"http://{literal}/x.png", policy, deadline=soon())
+    assert connector.attempts == []
+
+
 def test_allow_private_urls_from_the_environment():
     assert FetchPolicy.from_settings(Settings.from_env({"ALLOW_PRIVATE_URLS": "true"})).allow_private_urls
     assert not FetchPolicy.from_settings(Settings.from_env({})).allow_private_urls
