@@ -1,0 +1,326 @@
+"""The "safe to expose" template parameters, checked on the template CloudFormation would deploy.
+
+The template is translated offline the way CloudFormation does it: AWS::LanguageExtensions
+first, then the SAM transform (aws-sam-translator). The template uses the language extensions
+only to resolve Fn::If from parameter values (SAM cannot take Fn::If in Auth, Cors or
+GatewayResponses); ``resolve_conditions`` below does exactly that and leaves every other
+intrinsic for CloudFormation, as the hosted transform does. (SAM CLI's local implementation,
+``samcli.lib.cfn_language_extensions``, is not used: in its partial mode it flattens
+``!Sub "/aws/lambda/${PredictFunction}"`` into a literal string.) No AWS call is made: the
+region is given, the managed-policy lookup is a stub.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+
+import pytest
+from samcli.yamlhelper import yaml_parse
+
+from conftest import REPO
+
+os.environ.setdefault("SAM_CLI_TELEMETRY", "0")  # samcli's event tracker: never phone home from tests
+
+TEMPLATE_TEXT = (REPO / "template.yaml").read_text()
+TEMPLATE = yaml_parse(TEMPLATE_TEXT)
+PARAMETERS = TEMPLATE["Parameters"]
+FAKE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/image-classifier:latest"
+PSEUDO = {
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::StackName": "image-classifier",
+    "AWS::Partition": "aws",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+NEW_PARAMETERS = (
+    "RequireApiKey",
+    "ApiKeyRateLimit",
+    "ApiKeyBurstLimit",
+    "ApiKeyDailyQuota",
+    "StageRateLimit",
+    "StageBurstLimit",
+    "CorsAllowOrigin",
+    "ReservedConcurrency",
+    "LogRetentionDays",
+    "MemorySize",
+)
+API_METHODS = {("/predict", "post"), ("/model", "get")}
+
+
+MANAGED_POLICIES = {"AWSLambdaBasicExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
+
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def condition_value(expr, conditions: dict, values: dict):
+    """Evaluate a CloudFormation condition expression (Equals/Not/And/Or/Condition, Ref to parameters)."""
+    if isinstance(expr, dict) and len(expr) == 1:
+        ((fn, arg),) = expr.items()
+        if fn == "Ref":
+            return str(values[arg])
+        if fn == "Condition":
+            return condition_value(conditions[arg], conditions, values)
+        if fn == "Fn::Equals":
+            left, right = (str(condition_value(a, conditions, values)) for a in arg)
+            return left == right
+        if fn == "Fn::Not":
+            return not condition_value(arg[0], conditions, values)
+        if fn == "Fn::And":
+            return all(condition_value(a, conditions, values) for a in arg)
+        if fn == "Fn::Or":
+            return any(condition_value(a, conditions, values) for a in arg)
+        raise AssertionError(f"unsupported in a condition: {fn}")
+    return expr
+
+
+def resolve_conditions(node, conditions: dict, values: dict):
+    """Replace each Fn::If by its chosen branch and drop AWS::NoValue, leaving other intrinsics alone."""
+    if isinstance(node, dict):
+        if set(node) == {"Fn::If"}:
+            name, when_true, when_false = node["Fn::If"]
+            chosen = when_true if condition_value(conditions[name], conditions, values) else when_false
+            return resolve_conditions(chosen, conditions, values)
+        out = {}
+        for key, value in node.items():
+            value = resolve_conditions(value, conditions, values)
+            if value != NO_VALUE:
+                out[key] = value
+        return out
+    if isinstance(node, list):
+        return [v for v in (resolve_conditions(v, conditions, values) for v in node) if v != NO_VALUE]
+    return node
+
+
+def translate(**overrides: str) -> dict:
+    """The plain CloudFormation template for these parameter values (defaults for the rest)."""
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+    from samtranslator.utils.py27hash_fix import to_py27_compatible_template, undo_mark_unicode_str_in_template
+
+    unknown = set(overrides) - set(PARAMETERS)
+    assert not unknown, unknown
+    template = copy.deepcopy(TEMPLATE)
+    # `sam build`/`sam deploy` fill in ImageUri for an image function; the transform requires one.
+    template["Resources"]["PredictFunction"]["Properties"]["ImageUri"] = FAKE_IMAGE
+    values = {name: str(p["Default"]) for name, p in PARAMETERS.items() if "Default" in p}
+    values.update(overrides)
+    values.update(PSEUDO)
+    assert template["Transform"] == ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]
+    sam_template = {
+        **template,
+        "Transform": "AWS::Serverless-2016-10-31",  # the language extensions run here:
+        "Resources": resolve_conditions(template["Resources"], template["Conditions"], values),
+        "Outputs": resolve_conditions(template["Outputs"], template["Conditions"], values),
+    }
+    # What samtranslator.translator.transform.transform does, with an offline region and no IAM lookups.
+    to_py27_compatible_template(sam_template, values)
+    session = boto3.session.Session(region_name=PSEUDO["AWS::Region"])  # no credentials, no calls
+    translator = Translator(None, Parser(), boto_session=session)
+    translated = translator.translate(sam_template, parameter_values=values, get_managed_policy_map=lambda: MANAGED_POLICIES)
+    translated = undo_mark_unicode_str_in_template(translated)
+    translated[VALUES_KEY] = values
+    return translated
+
+
+VALUES_KEY = "_parameter_values_used_by_the_test"
+
+
+def value(stack: dict, node):
+    """What CloudFormation makes of ``node`` at deploy time: a Ref to a parameter becomes its value."""
+    values = stack[VALUES_KEY]
+    if isinstance(node, dict) and set(node) == {"Ref"}:
+        return values[node["Ref"]]
+    if isinstance(node, dict) and set(node) == {"Fn::Sub"} and isinstance(node["Fn::Sub"], str):
+        return re.sub(r"\$\{([A-Za-z0-9:]+)\}", lambda m: str(values[m.group(1)]), node["Fn::Sub"])
+    return node
+
+
+def resources_of(template: dict, type_: str) -> dict:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def rest_api_body(template: dict) -> dict:
+    (api,) = resources_of(template, "AWS::ApiGateway::RestApi").values()
+    return api["Properties"]["Body"]
+
+
+def methods(body: dict):
+    for path, operations in body["paths"].items():
+        for method, operation in operations.items():
+            yield path, method, operation
+
+
+@pytest.fixture(scope="module")
+def default_stack():
+    return translate()
+
+
+@pytest.fixture(scope="module")
+def keyed_stack():
+    return translate(
+        RequireApiKey="true", ApiKeyRateLimit="7", ApiKeyBurstLimit="14", ApiKeyDailyQuota="1234",
+        CorsAllowOrigin="https://app.example.com", ReservedConcurrency="5", LogRetentionDays="7",
+        StageRateLimit="11", StageBurstLimit="22",
+    )
+
+
+# --- the parameters themselves ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NEW_PARAMETERS)
+def test_parameter_is_documented_in_template_and_readme(name):
+    parameter = PARAMETERS[name]
+    assert "Default" in parameter and len(parameter.get("Description", "")) > 30, parameter
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Exposing the endpoint safely", 1)
+    assert len(section) == 2, "README.md needs its 'Exposing the endpoint safely' section"
+    assert f"`{name}`" in section[1].split("\n## ", 1)[0], f"{name} missing from README's section"
+
+
+def test_defaults_are_the_documented_ones():
+    defaults = {name: str(PARAMETERS[name]["Default"]) for name in NEW_PARAMETERS}
+    assert defaults == {
+        "RequireApiKey": "false",
+        "ApiKeyRateLimit": "5",
+        "ApiKeyBurstLimit": "10",
+        "ApiKeyDailyQuota": "10000",
+        "StageRateLimit": "20",
+        "StageBurstLimit": "40",
+        "CorsAllowOrigin": "",
+        "ReservedConcurrency": "0",
+        "LogRetentionDays": "30",
+        "MemorySize": "2048",
+    }
+    assert PARAMETERS["RequireApiKey"]["AllowedValues"] == ["true", "false"]
+
+
+@pytest.mark.parametrize(
+    "origin, ok",
+    [
+        ("", True),
+        ("*", True),
+        ("https://app.example.com", True),
+        ("http://localhost:5173", True),
+        ("https://a.example.com,https://b.example.com", False),  # one origin: the preflight answer is static
+        ("app.example.com", False),
+        ("https://x.example.com' ; x", False),  # would break out of the quoted header value
+    ],
+)
+def test_cors_origin_pattern(origin, ok):
+    # CloudFormation matches AllowedPattern against the whole value (Java regex; same syntax here).
+    assert bool(re.fullmatch(PARAMETERS["CorsAllowOrigin"]["AllowedPattern"], origin)) is ok
+
+
+# --- translated: defaults ----------------------------------------------------------------
+
+
+def test_default_api_is_open_without_usage_plan(default_stack):
+    body = rest_api_body(default_stack)
+    assert {(p, m) for p, m, _ in methods(body)} == API_METHODS  # no OPTIONS: CORS off
+    for path, method, operation in methods(body):
+        assert "security" not in operation, (path, method)
+    assert "api_key" not in body.get("securityDefinitions", {})
+    for type_ in ("AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::ApiKey", "AWS::ApiGateway::UsagePlanKey"):
+        assert not resources_of(default_stack, type_), type_
+
+
+def test_default_function_is_unreserved_with_no_cors_origin(default_stack):
+    props = default_stack["Resources"]["PredictFunction"]["Properties"]
+    assert "ReservedConcurrentExecutions" not in props
+    assert props["MemorySize"] == {"Ref": "MemorySize"}
+    assert value(default_stack, props["Environment"]["Variables"]["CORS_ALLOW_ORIGIN"]) == ""
+
+
+def test_default_stage_throttling_and_log_retention(default_stack):
+    (stage,) = resources_of(default_stack, "AWS::ApiGateway::Stage").values()
+    (setting,) = stage["Properties"]["MethodSettings"]
+    assert setting["ResourcePath"] == "/*" and setting["HttpMethod"] == "*"
+    assert int(value(default_stack, setting["ThrottlingRateLimit"])) == 20
+    assert int(value(default_stack, setting["ThrottlingBurstLimit"])) == 40
+    log_group = default_stack["Resources"]["PredictFunctionLogGroup"]
+    assert log_group["Type"] == "AWS::Logs::LogGroup"
+    assert log_group["Properties"]["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${PredictFunction}"}
+    assert int(value(default_stack, log_group["Properties"]["RetentionInDays"])) == 30
+
+
+def test_gateway_errors_use_the_function_error_shape(default_stack):
+    import json
+
+    responses = rest_api_body(default_stack)["x-amazon-apigateway-gateway-responses"]
+    assert {"INVALID_API_KEY", "THROTTLED", "QUOTA_EXCEEDED", "REQUEST_TOO_LARGE", "INTEGRATION_TIMEOUT"} <= set(responses)
+    for kind, response in responses.items():
+        error = json.loads(response["responseTemplates"]["application/json"])["error"]
+        assert set(error) == {"code", "message", "status"}
+        assert str(error["status"]) == response["statusCode"], kind
+        assert not response.get("responseParameters"), "no CORS header when CORS is off"
+
+
+# --- translated: API key, CORS, concurrency, retention ---------------------------------------
+
+
+def test_api_key_required_on_every_route_and_usage_plan_created(keyed_stack):
+    body = rest_api_body(keyed_stack)
+    assert body["securityDefinitions"]["api_key"] == {"type": "apiKey", "name": "x-api-key", "in": "header"}
+    for path, method, operation in methods(body):
+        if method == "options":
+            assert "security" not in operation, "a CORS preflight carries no key"
+        else:
+            assert operation["security"] == [{"api_key": []}], (path, method)
+    assert {(p, m) for p, m, _ in methods(body) if m != "options"} == API_METHODS
+
+    (plan,) = resources_of(keyed_stack, "AWS::ApiGateway::UsagePlan").values()
+    props = plan["Properties"]
+    assert props["ApiStages"] == [{"ApiId": {"Ref": "PredictApi"}, "Stage": {"Ref": "PredictApiProdStage"}}]
+    assert float(props["Throttle"]["RateLimit"]) == 7 and int(props["Throttle"]["BurstLimit"]) == 14
+    assert int(props["Quota"]["Limit"]) == 1234 and props["Quota"]["Period"] == "DAY"
+    (key,) = resources_of(keyed_stack, "AWS::ApiGateway::ApiKey").values()
+    assert key["Properties"]["Enabled"] is True
+    (plan_key,) = resources_of(keyed_stack, "AWS::ApiGateway::UsagePlanKey").values()
+    assert plan_key["Properties"]["KeyType"] == "API_KEY"
+
+
+def test_cors_preflight_and_headers(keyed_stack):
+    body = rest_api_body(keyed_stack)
+    options = {p for p, m, _ in methods(body) if m == "options"}
+    assert options == {"/predict", "/model"}
+    for path in options:
+        params = body["paths"][path]["options"]["x-amazon-apigateway-integration"]["responses"]["default"][
+            "responseParameters"
+        ]
+        origin = value(keyed_stack, params["method.response.header.Access-Control-Allow-Origin"])
+        assert origin == "'https://app.example.com'"
+        assert "x-api-key" in params["method.response.header.Access-Control-Allow-Headers"].lower()
+    for response in body["x-amazon-apigateway-gateway-responses"].values():
+        (header,) = response["responseParameters"].items()
+        assert header[0] == "gatewayresponse.header.Access-Control-Allow-Origin"
+        assert value(keyed_stack, header[1]) == "'https://app.example.com'"
+    variables = keyed_stack["Resources"]["PredictFunction"]["Properties"]["Environment"]["Variables"]
+    assert value(keyed_stack, variables["CORS_ALLOW_ORIGIN"]) == "https://app.example.com"  # the function's own responses
+
+
+def test_reserved_concurrency_stage_throttle_and_retention(keyed_stack):
+    reserved = keyed_stack["Resources"]["PredictFunction"]["Properties"]["ReservedConcurrentExecutions"]
+    assert int(value(keyed_stack, reserved)) == 5
+    (stage,) = resources_of(keyed_stack, "AWS::ApiGateway::Stage").values()
+    (setting,) = stage["Properties"]["MethodSettings"]
+    assert int(value(keyed_stack, setting["ThrottlingRateLimit"])) == 11
+    assert int(value(keyed_stack, setting["ThrottlingBurstLimit"])) == 22
+    retention = keyed_stack["Resources"]["PredictFunctionLogGroup"]["Properties"]["RetentionInDays"]
+    assert int(value(keyed_stack, retention)) == 7
+
+
+def test_api_key_without_cors_has_no_preflight():
+    body = rest_api_body(translate(RequireApiKey="true"))
+    assert {(p, m) for p, m, _ in methods(body)} == API_METHODS
+    assert all(op["security"] == [{"api_key": []}] for _, _, op in methods(body))
+
+
+def test_template_keeps_the_conditions_cloudformation_evaluates():
+    conditions = TEMPLATE["Conditions"]
+    assert conditions["ApiKeyRequired"] == {"Fn::Equals": [{"Ref": "RequireApiKey"}, "true"]}
+    assert conditions["ConcurrencyReserved"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, 0]}]}
+    assert conditions["CorsEnabled"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CorsAllowOrigin"}, ""]}]}
