@@ -7,19 +7,18 @@ tests build the same pipeline with their own fetch or model.
 
 from __future__ import annotations
 
-import logging
+import time
 from typing import Any, Callable
 
 from .decode import decode_image
 from .errors import ClassifierError, InternalError
-from .events import MODEL_INFO, event_kind, parse_event
+from .events import MODEL_INFO, Request, event_kind, parse_event
 from .model import Classifier
+from .observability import RequestRecord, Telemetry
 from .responses import error_body, model_info_body, prediction_body, respond
 from .settings import Settings
 from .source import Fetch, deadline_from, image_bytes
 from .spec import preprocess
-
-logger = logging.getLogger("classifier")
 
 # Seconds kept back from the fetch deadline for decoding, inference and the response.
 PROCESSING_RESERVE_SECONDS = 2.0
@@ -27,26 +26,45 @@ PROCESSING_RESERVE_SECONDS = 2.0
 Handler = Callable[[Any, Any], dict]
 
 
-def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch) -> Handler:
-    """Build a handler from its parts (tests inject their own fetch and model)."""
+def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telemetry: Telemetry | None = None) -> Handler:
+    """Build a handler from its parts (tests inject their own fetch, model or telemetry)."""
+    telemetry = telemetry or Telemetry(classifier.card.name, classifier.card.version)
+
+    def predict(request: Request, record: RequestRecord, context: Any) -> dict:
+        with record.timed("fetch"):
+            data = image_bytes(request, fetch, deadline_from(context, PROCESSING_RESERVE_SECONDS))
+        record.image_bytes = len(data)
+        with record.timed("decode"):
+            image = decode_image(data, settings.max_image_pixels)
+        record.image_size = f"{image.width}x{image.height}"
+        with record.timed("preprocess"):
+            tensor = preprocess(image, classifier.card.preprocessing)
+        with record.timed("inference"):
+            scores = classifier.scores(tensor)
+        top = classifier.top_k(scores, request.top_k or settings.default_top_k)
+        return prediction_body(classifier, top, scores)
 
     def handle(event: Any, context: Any) -> dict:
+        started = time.perf_counter()
         kind = event_kind(event)
+        record = RequestRecord()
+        failure: Exception | None = None
         try:
             request = parse_event(event, settings.max_download_bytes)
+            record.input_kind = request.source
+            if request.url:
+                record.set_url(request.url)
             if request.action == MODEL_INFO:
                 return respond(kind, 200, model_info_body(classifier))
-            data = image_bytes(request, fetch, deadline_from(context, PROCESSING_RESERVE_SECONDS))
-            image = decode_image(data, settings.max_image_pixels)
-            scores = classifier.scores(preprocess(image, classifier.card.preprocessing))
-            top = classifier.top_k(scores, request.top_k or settings.default_top_k)
-            return respond(kind, 200, prediction_body(classifier, top, scores))
+            return respond(kind, 200, predict(request, record, context))
         except ClassifierError as error:
-            logger.warning("request refused: %s (%s)", error.code, error.message)
+            record.status, record.error_code = error.status, error.code
             return respond(kind, error.status, error_body(error))
-        except Exception:  # noqa: BLE001 - the one place where anything unexpected becomes a 500
-            logger.exception("unexpected error")
-            error = InternalError()
+        except Exception as exc:  # noqa: BLE001 - the one place where anything unexpected becomes a 500
+            error, failure = InternalError(), exc
+            record.status, record.error_code = error.status, error.code
             return respond(kind, error.status, error_body(error))
+        finally:
+            telemetry.emit(record, context, (time.perf_counter() - started) * 1000.0, exc_info=failure)
 
     return handle

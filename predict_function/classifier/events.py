@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -29,6 +30,7 @@ IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream")
 class Request:
     kind: str  # DIRECT, REST or HTTP: decides the response shape
     action: str = PREDICT
+    source: str = "url"  # url, base64, binary or model_info: how the image arrived (for logs)
     url: str | None = None
     image: bytes | None = None
     top_k: int | None = None
@@ -50,7 +52,7 @@ def parse_event(event: Any, max_image_bytes: int) -> Request:
         return _from_payload(event, DIRECT, max_image_bytes)
     method, path = _route(event, kind)
     if method == "GET" and path.endswith("/model"):
-        return Request(kind=kind, action=MODEL_INFO)
+        return Request(kind=kind, action=MODEL_INFO, source="model_info")
     if method != "POST":
         raise MethodNotAllowedError(f"use POST to classify an image (got {method})")
     return _from_api_body(event, kind, max_image_bytes)
@@ -81,7 +83,7 @@ def _from_api_body(event: Mapping[str, Any], kind: str, max_image_bytes: int) ->
         raw = _b64decode(body, max_image_bytes, "request body") if is_base64 else body.encode("latin-1", "replace")
         _check_size(len(raw), max_image_bytes)
         top_k = _query_top_k(event)
-        return Request(kind=kind, image=raw, top_k=top_k)
+        return Request(kind=kind, source="binary", image=raw, top_k=top_k)
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaError(f"unsupported Content-Type {content_type!r}: send application/json or image/*")
     text = _b64decode(body, max_image_bytes * 2, "request body").decode("utf-8", "replace") if is_base64 else body
@@ -91,7 +93,7 @@ def _from_api_body(event: Mapping[str, Any], kind: str, max_image_bytes: int) ->
         raise BadRequestError("request body is not valid JSON") from exc
     request = _from_payload(payload, kind, max_image_bytes)
     if request.top_k is None:
-        request = Request(kind=kind, url=request.url, image=request.image, top_k=_query_top_k(event))
+        request = dataclasses.replace(request, top_k=_query_top_k(event))
     return request
 
 
@@ -113,7 +115,8 @@ def _from_payload(payload: Any, kind: str, max_image_bytes: int) -> Request:
         return Request(kind=kind, url=url.strip(), top_k=top_k)
     if not isinstance(image, str) or not image:
         raise BadRequestError('"image" must be a base64-encoded string')
-    return Request(kind=kind, image=_b64decode(_strip_data_url(image), max_image_bytes, '"image"'), top_k=top_k)
+    data = _b64decode(_strip_data_url(image), max_image_bytes, '"image"')
+    return Request(kind=kind, source="base64", image=data, top_k=top_k)
 
 
 def _strip_data_url(value: str) -> str:

@@ -1,0 +1,94 @@
+"""One structured log line and a few CloudWatch metrics per request (Powertools).
+
+Logs are JSON (Powertools ``Logger``); metrics use the embedded metric format
+(Powertools ``Metrics``): they are log lines too, so no API call is made.
+Never logged: image bytes, full URLs (only scheme and host), query strings.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+DEFAULT_SERVICE = "image-classifier"
+DEFAULT_NAMESPACE = "ImageClassifier"
+# Powertools reads these itself; the defaults above apply when they are unset.
+SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
+NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
+
+
+@dataclass
+class RequestRecord:
+    """What one invocation did; filled in by the pipeline, then emitted once."""
+
+    input_kind: str = "unknown"  # url, base64, binary, model_info
+    url_host: str | None = None
+    image_bytes: int | None = None
+    image_size: str | None = None
+    status: int = 200
+    error_code: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings_ms[stage] = round((time.perf_counter() - started) * 1000.0, 2)
+
+    def set_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.url_host = f"{parts.scheme}://{parts.hostname or ''}"
+
+
+class Telemetry:
+    def __init__(self, model_name: str, model_version: str, service: str | None = None) -> None:
+        self.logger = Logger(service=service or os.environ.get(SERVICE_ENV, DEFAULT_SERVICE))
+        self.namespace = os.environ.get(NAMESPACE_ENV, DEFAULT_NAMESPACE)
+        self.metrics = Metrics(namespace=self.namespace)
+        self.model = {"model": model_name, "model_version": model_version}
+        self.metrics.set_default_dimensions(model=model_name)
+        self.cold_start = True
+
+    def emit(self, record: RequestRecord, context: Any, total_ms: float, exc_info: BaseException | None = None) -> None:
+        fields = {
+            "request_id": getattr(context, "aws_request_id", None),
+            "cold_start": self.cold_start,
+            **self.model,
+            "input_kind": record.input_kind,
+            "url": record.url_host,
+            "image_bytes": record.image_bytes,
+            "image_size": record.image_size,
+            "status": record.status,
+            "error_code": record.error_code,
+            "timings_ms": {**record.timings_ms, "total": round(total_ms, 2)},
+        }
+        if record.status == 500:  # ours; 502/504 are the image host's and stay warnings
+            self.logger.error("request failed", extra=fields, exc_info=exc_info)
+        elif record.status >= 400:
+            self.logger.warning("request refused", extra=fields)
+        else:
+            self.logger.info("request served", extra=fields)
+        self._metrics(record, total_ms)
+        self.cold_start = False
+
+    def _metrics(self, record: RequestRecord, total_ms: float) -> None:
+        if self.cold_start:
+            self.metrics.add_metric(name="ColdStart", unit=MetricUnit.Count, value=1)
+        self.metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=total_ms)
+        self.metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        self.metrics.flush_metrics(raise_on_empty_metrics=False)
+        if record.error_code:
+            with single_metric(
+                name="Errors", unit=MetricUnit.Count, value=1, namespace=self.namespace,
+                default_dimensions=self.metrics.default_dimensions,
+            ) as metric:
+                metric.add_dimension(name="code", value=record.error_code)

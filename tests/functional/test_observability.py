@@ -1,0 +1,93 @@
+"""One structured log line per request, EMF metrics, and nothing secret in either."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+
+import pytest
+
+from classifier.app import make_handler
+from classifier.errors import UpstreamError
+from classifier.model import Classifier
+from classifier.observability import Telemetry
+from classifier.settings import Settings
+from conftest import DEFAULT_MODEL
+
+
+class Context:
+    aws_request_id = "req-123"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 20_000
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return Classifier.load(str(DEFAULT_MODEL), intra_op_threads=1)
+
+
+def telemetry() -> Telemetry:
+    # A logger of its own per test: Powertools binds its handler to the stdout of the moment.
+    return Telemetry("m", "1", service=f"test-{uuid.uuid4().hex}")
+
+
+def lines(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+def split(records):
+    logs = [r for r in records if "_aws" not in r]
+    metrics = [r for r in records if "_aws" in r]
+    return logs, metrics
+
+
+def test_a_served_request_logs_its_timings_and_emits_metrics(classifier, cat_jpeg, capsys):
+    capsys.readouterr()
+    handle = make_handler(Settings.from_env({}), classifier, lambda u, d: cat_jpeg, telemetry())
+    handle({"url": "https://img.example/cat.jpg?token=SECRET"}, Context())
+    handle({"image": base64.b64encode(cat_jpeg).decode()}, Context())
+    logs, metrics = split(lines(capsys))
+    assert [log["message"] for log in logs] == ["request served", "request served"]
+    first, second = logs
+    assert first["cold_start"] is True and second["cold_start"] is False
+    assert first["request_id"] == "req-123" and first["model"] == "m" and first["model_version"] == "1"
+    assert (first["input_kind"], second["input_kind"]) == ("url", "base64")
+    assert first["url"] == "https://img.example" and first["image_size"] == "451x300"
+    assert set(first["timings_ms"]) == {"fetch", "decode", "preprocess", "inference", "total"}
+    assert all(value >= 0 for value in first["timings_ms"].values())
+    everything = json.dumps(logs + metrics)
+    assert "SECRET" not in everything and "cat.jpg" not in everything
+    assert base64.b64encode(cat_jpeg).decode()[:100] not in everything
+    names = [m["Name"] for record in metrics for m in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    assert names.count("ColdStart") == 1 and names.count("Latency") == 2 and names.count("Requests") == 2
+    assert all(record["model"] == "m" for record in metrics)
+
+
+def test_errors_are_logged_once_with_their_code_and_counted_by_code(classifier, capsys):
+    capsys.readouterr()
+
+    def failing(url, deadline):
+        raise UpstreamError("upstream answered 404")
+
+    handle = make_handler(Settings.from_env({}), classifier, failing, telemetry())
+    handle({"url": "https://img.example/missing.jpg"}, Context())
+    logs, metrics = split(lines(capsys))
+    assert len(logs) == 1 and logs[0]["level"] == "WARNING"
+    assert logs[0]["status"] == 502 and logs[0]["error_code"] == "upstream_error"
+    errors = [r for r in metrics if any(m["Name"] == "Errors" for m in r["_aws"]["CloudWatchMetrics"][0]["Metrics"])]
+    assert len(errors) == 1 and errors[0]["code"] == "upstream_error" and errors[0]["Errors"] in (1.0, [1.0])
+
+
+def test_an_unexpected_error_logs_the_traceback_but_answers_generically(classifier, capsys):
+    capsys.readouterr()
+
+    def broken(url, deadline):
+        raise KeyError("internal detail")
+
+    handle = make_handler(Settings.from_env({}), classifier, broken, telemetry())
+    response = handle({"url": "https://img.example/a.jpg"}, Context())
+    assert response["error"]["code"] == "internal_error" and "internal detail" not in json.dumps(response)
+    logs, _ = split(lines(capsys))
+    assert logs[0]["level"] == "ERROR" and "internal detail" in logs[0]["exception"]
