@@ -58,10 +58,8 @@ def respond(kind: str, status: int, body: dict[str, Any], cors_origin: str | Non
         return body
     origin = _process_cors_origin() if cors_origin is None else cors_origin
     headers = dict(JSON_HEADERS)
-    if origin:
+    if origin:  # one fixed origin (or "*"): no Vary needed
         headers["Access-Control-Allow-Origin"] = origin
-        if origin != "*":
-            headers["Vary"] = "Origin"
     return {
         "statusCode": status,
         "headers": headers,
