@@ -55,7 +55,8 @@ class Telemetry:
         self.namespace = os.environ.get(NAMESPACE_ENV, DEFAULT_NAMESPACE)
         self.metrics = Metrics(namespace=self.namespace)
         self.model = {"model": model_name, "model_version": model_version}
-        self.metrics.set_default_dimensions(model=model_name)
+        if self.metrics.default_dimensions.get("model") != model_name:  # Metrics state is shared
+            self.metrics.set_default_dimensions(model=model_name)
         self.cold_start = True
 
     def emit(self, record: RequestRecord, context: Any, total_ms: float, exc_info: BaseException | None = None) -> None:
