@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -195,6 +196,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.set_defaults(func=cmd_start_api)
 
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl+C, so the RIE and runtime processes are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return args.func(args)
     except (StageError, TemplateError, EmulatorError, InterpreterNotFound, lint_mod.LintError, ValueError) as exc:

@@ -20,6 +20,7 @@ variables, the Dockerfile's ``ENV``, the AWS_* variables SAM sets, then the func
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
@@ -32,6 +33,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -41,6 +43,10 @@ INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 
 class EmulatorError(RuntimeError):
     pass
+
+
+class _PortTaken(Exception):
+    """Another process bound a port between choosing it and the RIE binding it."""
 
 
 def rie_path(machine: Optional[str] = None) -> Path:
@@ -249,9 +255,20 @@ class Emulator:
     def start(self) -> "Emulator":
         if self.proc is not None:
             return self
+        for attempt in range(3):
+            try:
+                return self._start()
+            except _PortTaken:
+                if attempt == 2:
+                    raise EmulatorError(f"could not bind free loopback ports:\n{self.logs}")
+        return self
+
+    def _start(self) -> "Emulator":
         self.port, self.runtime_api_port = free_port(), free_port()
         while self.runtime_api_port == self.port:
             self.runtime_api_port = free_port()
+        with self._lines_lock:
+            self._lines.clear()
         self._started_at = time.perf_counter()
         self.proc = subprocess.Popen(
             self.command(),
@@ -262,13 +279,17 @@ class Emulator:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        _LIVE.add(self)
         self._reader = threading.Thread(target=self._read_logs, name="rie-logs", daemon=True)
         self._reader.start()
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
             if self.proc.poll() is not None:
                 self._reader.join(timeout=2)
-                raise EmulatorError(f"the RIE exited with {self.proc.returncode}:\n{self.logs}")
+                code, self.proc = self.proc.returncode, None
+                if "address already in use" in self.logs:
+                    raise _PortTaken()
+                raise EmulatorError(f"the RIE exited with {code}:\n{self.logs}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     break
@@ -293,6 +314,7 @@ class Emulator:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
+        _LIVE.discard(self)
         if proc is None:
             return
         if proc.poll() is None:
@@ -395,6 +417,16 @@ class Emulator:
     def logs(self) -> str:
         with self._lines_lock:
             return "".join(self._lines)
+
+
+# Emulators still running when the interpreter exits are stopped (the RIE runs in its own session).
+_LIVE: "weakref.WeakSet[Emulator]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for emulator in list(_LIVE):
+        emulator.stop()
 
 
 _IMAGE_TASK_ROOT = re.compile(r"(?<![^:,=\s])/var/task(?=/|$|[:,\s])")

@@ -15,7 +15,8 @@ re-links the cached dependencies and re-copies the code.
 
 from __future__ import annotations
 
-import fnmatch
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Dict, List, Optional, Union
+from typing import Dict, Iterator, List, Optional, Union
 
 from . import dockerfile_plan as dp
 from .dockerignore import DockerIgnore
@@ -106,14 +107,17 @@ def ensure_runtime(interpreter: Interpreter, cache_dir: Path) -> Path:
     python = venv / "bin" / "python"
     if (venv / ".complete").exists():
         return python
+    with _locked(cache_dir / ".lock"):
+        if not (venv / ".complete").exists():
+            _create_runtime(interpreter, venv)
+    return python
+
+
+def _create_runtime(interpreter: Interpreter, venv: Path) -> None:
+    python = venv / "bin" / "python"
     _log(f"creating runtime venv (Python {interpreter.version} from {interpreter.found_by}) with awslambdaric")
-    tmp = venv.with_name(venv.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    _run([interpreter.executable, "-m", "venv", str(tmp)], "creating the runtime venv")
-    # A venv's scripts hard-code its path: build it in place of the final name.
+    # A venv's scripts hard-code its path, so it is built in place; `.complete` marks it usable.
     shutil.rmtree(venv, ignore_errors=True)
-    shutil.rmtree(tmp)
     _run([interpreter.executable, "-m", "venv", str(venv)], "creating the runtime venv")
     _run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes",
@@ -121,7 +125,6 @@ def ensure_runtime(interpreter: Interpreter, cache_dir: Path) -> Path:
         "installing awslambdaric into the runtime venv",
     )
     (venv / ".complete").write_text("")
-    return python
 
 
 class _Stager:
@@ -264,6 +267,18 @@ class _Stager:
                 raise StageError(f"unknown step {step!r}")
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock, so concurrent stages (two terminals, test workers) do not interleave."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def os_normpath(path: str) -> str:
     import posixpath
 
@@ -307,13 +322,15 @@ def stage(
 
     function_dir = build_dir / function_name
     task_root = function_dir / "task"
-    shutil.rmtree(task_root, ignore_errors=True)
-    task_root.mkdir(parents=True)
-    stager = _Stager(plan, context, dockerfile, task_root, cache_dir, python)
-    try:
-        stager.run()
-    except dp.DockerfileError as exc:
-        raise StageError(f"{dockerfile}: {exc}") from exc
+    function_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(function_dir / ".lock"), _locked(cache_dir / ".lock"):
+        shutil.rmtree(task_root, ignore_errors=True)
+        task_root.mkdir(parents=True)
+        stager = _Stager(plan, context, dockerfile, task_root, cache_dir, python)
+        try:
+            stager.run()
+        except dp.DockerfileError as exc:
+            raise StageError(f"{dockerfile}: {exc}") from exc
     result = StageResult(
         function_name=function_name,
         task_root=str(task_root),
