@@ -7,6 +7,7 @@ tests build the same pipeline with their own fetch or model.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable
 
@@ -47,6 +48,7 @@ def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telem
     def handle(event: Any, context: Any) -> dict:
         started = time.perf_counter()
         kind = event_kind(event)
+        reply = functools.partial(respond, kind, cors_origin=settings.cors_allow_origin)
         record = RequestRecord()
         failure: Exception | None = None
         try:
@@ -55,15 +57,15 @@ def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telem
             if request.url:
                 record.set_url(request.url)
             if request.action == MODEL_INFO:
-                return respond(kind, 200, model_info_body(classifier))
-            return respond(kind, 200, predict(request, record, context))
+                return reply(200, model_info_body(classifier))
+            return reply(200, predict(request, record, context))
         except ClassifierError as error:
             record.status, record.error_code = error.status, error.code
-            return respond(kind, error.status, error_body(error))
+            return reply(error.status, error_body(error))
         except Exception as exc:  # noqa: BLE001 - the one place where anything unexpected becomes a 500
             error, failure = InternalError(), exc
             record.status, record.error_code = error.status, error.code
-            return respond(kind, error.status, error_body(error))
+            return reply(error.status, error_body(error))
         finally:
             telemetry.emit(record, context, (time.perf_counter() - started) * 1000.0, exc_info=failure)
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
-from functools import lru_cache
 from typing import Any, Sequence
 
 from .errors import ClassifierError
 from .events import DIRECT
 from .model import Classifier, Prediction
-from .settings import CORS_ALLOW_ORIGIN
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -42,24 +39,17 @@ def error_body(error: ClassifierError) -> dict[str, Any]:
     return {"error": {"code": error.code, "message": error.message, "status": error.status}}
 
 
-@lru_cache(maxsize=1)
-def _process_cors_origin() -> str:
-    """CORS_ALLOW_ORIGIN of this process, read once (the same value Settings.cors_allow_origin holds)."""
-    return (os.environ.get(CORS_ALLOW_ORIGIN) or "").strip()
-
-
-def respond(kind: str, status: int, body: dict[str, Any], cors_origin: str | None = None) -> dict[str, Any]:
+def respond(kind: str, status: int, body: dict[str, Any], cors_origin: str = "") -> dict[str, Any]:
     """Direct invocations get the body itself; API Gateway events a proxy response.
 
-    API responses carry ``Access-Control-Allow-Origin: cors_origin`` when it is set (None: the
-    process's CORS_ALLOW_ORIGIN); with a proxy integration API Gateway adds no CORS header itself.
+    API responses carry ``Access-Control-Allow-Origin: cors_origin`` when it is set
+    (Settings.cors_allow_origin); with a proxy integration API Gateway adds no CORS header itself.
     """
     if kind == DIRECT:
         return body
-    origin = _process_cors_origin() if cors_origin is None else cors_origin
     headers = dict(JSON_HEADERS)
-    if origin:  # one fixed origin (or "*"): no Vary needed
-        headers["Access-Control-Allow-Origin"] = origin
+    if cors_origin:  # one fixed origin (or "*"): no Vary needed
+        headers["Access-Control-Allow-Origin"] = cors_origin
     return {
         "statusCode": status,
         "headers": headers,
