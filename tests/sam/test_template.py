@@ -11,7 +11,7 @@ from pathlib import Path
 
 from samcli.yamlhelper import yaml_parse
 
-from classifier import settings
+from classifier import observability, settings
 from conftest import REPO
 
 TEMPLATE = yaml_parse((REPO / "template.yaml").read_text())
@@ -48,7 +48,12 @@ def test_api_routes_and_binary_media_types():
 
 def test_environment_names_the_settings_the_code_reads():
     variables = FUNCTION["Properties"]["Environment"]["Variables"]
-    known = {value for name, value in vars(settings).items() if name.isupper() and isinstance(value, str)}
+    known = {
+        value
+        for module in (settings, observability)
+        for name, value in vars(module).items()
+        if name.isupper() and isinstance(value, str)
+    }
     assert set(variables) <= known, set(variables) - known
     assert variables["ALLOW_PRIVATE_URLS"] == "false"
     assert variables["MODEL_PATH"].startswith("/var/task/")
@@ -63,4 +68,5 @@ def test_samconfig_makes_guided_deploy_one_step():
     config = tomllib.loads((REPO / "samconfig.toml").read_text())
     deploy = config["default"]["deploy"]["parameters"]
     assert deploy["resolve_image_repos"] is True and deploy["resolve_s3"] is True
-    assert deploy["capabilities"] == "CAPABILITY_IAM" and deploy["confirm_changeset"] is True
+    assert set(deploy["capabilities"].split()) == {"CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"}
+    assert deploy["confirm_changeset"] is True
