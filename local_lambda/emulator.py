@@ -21,6 +21,7 @@ variables, the Dockerfile's ``ENV``, the AWS_* variables SAM sets, then the func
 from __future__ import annotations
 
 import atexit
+import collections
 import importlib.util
 import json
 import os
@@ -36,7 +37,7 @@ import urllib.request
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Union
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 
@@ -188,7 +189,7 @@ class Emulator:
         self.cold_start_s: Optional[float] = None
         self.invocations = 0
         self._started_at: Optional[float] = None
-        self._lines: List[str] = []
+        self._lines: Deque[str] = collections.deque(maxlen=50_000)  # a long start-api keeps the tail
         self._lines_lock = threading.Lock()
         self._invoke_lock = threading.Lock()
         self._reader: Optional[threading.Thread] = None
