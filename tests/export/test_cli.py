@@ -10,7 +10,7 @@ import pytest
 
 from classifier.spec import ModelCard
 
-from conftest import REPO
+from support import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 

@@ -15,7 +15,7 @@ from model_export.errors import ExportError
 from model_export.parity import batch, check_parity
 from model_export.zoo import DEFAULT_EXPORT_ARGS, efficientnet_lite_eval_preprocess
 
-from conftest import DEFAULT_MODEL
+from support import DEFAULT_MODEL
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

@@ -11,7 +11,7 @@ from model_export.errors import QuantizationError
 from model_export.metadata import read_card
 from model_export.quantize import quantize
 
-from conftest import DEFAULT_MODEL
+from support import DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")

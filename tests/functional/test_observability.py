@@ -13,7 +13,7 @@ from classifier.errors import UpstreamError
 from classifier.model import Classifier
 from classifier.observability import Telemetry
 from classifier.settings import Settings
-from conftest import DEFAULT_MODEL
+from support import DEFAULT_MODEL
 
 
 class Context:

@@ -27,7 +27,7 @@ from classifier.events import DIRECT, HTTP, REST, event_kind
 from classifier.fetch import FetchPolicy, fetch_url
 from classifier.model import Classifier
 from classifier.settings import Settings
-from conftest import DEFAULT_MODEL, EVENTS, REPO
+from support import DEFAULT_MODEL, EVENTS, REPO
 from expectations import EXPECTED
 
 SPEC_PATH = REPO / "docs" / "openapi.yaml"

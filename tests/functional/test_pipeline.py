@@ -15,7 +15,7 @@ from classifier.errors import UpstreamError
 from classifier.model import Classifier, ModelLoadError
 from classifier.settings import Settings
 from classifier.spec import METADATA_KEY, ModelCard, Preprocessing
-from conftest import CAT_CLASS_INDICES, DEFAULT_MODEL, EVENTS
+from support import CAT_CLASS_INDICES, DEFAULT_MODEL, EVENTS
 from expectations import CAT_EVENTS, EXPECTED
 
 PUBLIC_CAT_URL = "https://upload.wikimedia.org/wikipedia/commons/3/3a/Cat03.jpg"

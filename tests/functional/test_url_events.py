@@ -14,7 +14,7 @@ from classifier.app import make_handler
 from classifier.fetch import FetchPolicy, fetch_url
 from classifier.model import Classifier
 from classifier.settings import Settings
-from conftest import DEFAULT_MODEL, EVENTS
+from support import DEFAULT_MODEL, EVENTS
 from expectations import EXPECTED
 
 

@@ -92,28 +92,3 @@ def lambda_function(staged_project, predict_function_config, image_server):
     )
     with emulator:
         yield emulator
-
-
-def _reexport_root_conftest_names() -> None:
-    """Keep ``from conftest import EVENTS`` (used in other test folders) working after this file loads.
-
-    Without a tests/__init__.py, pytest imports every conftest.py as the module ``conftest``, dropping
-    the previous one from sys.modules, so such imports see whichever conftest.py loaded last. Copy the
-    root conftest's public constants and helpers (not its fixtures) into this module.
-    """
-    import importlib.util
-    import sys
-
-    from _pytest.fixtures import FixtureFunctionDefinition
-
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_tests_root_conftest_names", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    here = sys.modules[__name__].__dict__
-    for name, value in vars(module).items():
-        if not name.startswith("_") and name not in here and not isinstance(value, FixtureFunctionDefinition):
-            here[name] = value
-
-
-_reexport_root_conftest_names()

@@ -12,7 +12,7 @@ from pathlib import Path
 from samcli.yamlhelper import yaml_parse
 
 from classifier import observability, settings
-from conftest import REPO
+from support import REPO
 
 TEMPLATE = yaml_parse((REPO / "template.yaml").read_text())
 FUNCTION = TEMPLATE["Resources"]["PredictFunction"]

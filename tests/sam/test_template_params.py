@@ -19,7 +19,7 @@ import re
 import pytest
 from samcli.yamlhelper import yaml_parse
 
-from conftest import REPO
+from support import REPO
 
 os.environ.setdefault("SAM_CLI_TELEMETRY", "0")  # samcli's event tracker: never phone home from tests
 

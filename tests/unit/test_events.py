@@ -5,7 +5,7 @@ import pytest
 
 from classifier.errors import BadRequestError, MethodNotAllowedError, PayloadTooLargeError, UnsupportedMediaError
 from classifier.events import DIRECT, HTTP, MODEL_INFO, PREDICT, REST, event_kind, parse_event
-from conftest import EVENTS
+from support import EVENTS
 
 LIMIT = 1_000_000
 
