@@ -1,0 +1,309 @@
+"""Benchmark the function against the tutorial baseline through the Docker-free Lambda path.
+
+    python -m bench            # full run (5 fresh starts per function, 10 warm requests per input each)
+    python -m bench --quick    # short run (2 fresh starts, 3 warm requests per input each)
+    python bench/run.py --help
+
+Writes a table on stdout and JSON to bench/results/latest.json (git-ignored). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+if __package__ in (None, ""):  # `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import profile as init_profile  # noqa: E402
+from bench import report, sizes  # noqa: E402
+from bench.functions import BASELINE, OURS, REPO, StagedFunction, stage_functions  # noqa: E402
+from bench.images import IMAGE_KEYS, TestImage, make_images  # noqa: E402
+from bench.server import ImageServer  # noqa: E402
+
+DEFAULT_BUILD_DIR = REPO / ".build" / "bench"
+DEFAULT_OUTPUT = REPO / "bench" / "results" / "latest.json"
+FLOOR_SCRIPT = Path(__file__).resolve().parent / "floor.py"
+COLD_START_INPUT = "jpeg_1mp_url"
+BASE64_IMAGES = ("png_0.3mp", "jpeg_1mp")  # the 12 MP JPEG as base64 nears the 6 MB invoke payload limit
+_INIT_REPORT = re.compile(r"INIT REPORT\(durationMs: ([\d.]+)\)")
+_FUNCTIONS = (OURS, BASELINE)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# inputs ---------------------------------------------------------------------------------------
+def make_inputs(images: Dict[str, TestImage], server: ImageServer, with_base64: bool = True) -> Dict[str, dict]:
+    """``{input key: event}``: every image by URL from the loopback server, the small ones also as base64."""
+    inputs: Dict[str, dict] = {}
+    for key in IMAGE_KEYS:
+        image = images[key]
+        data = Path(image.path).read_bytes()
+        inputs[f"{key}_url"] = {"url": server.add(f"/{Path(image.path).name}", data, image.format)}
+    if with_base64:
+        for key in BASE64_IMAGES:
+            inputs[f"{key}_b64"] = {"image": base64.b64encode(Path(images[key].path).read_bytes()).decode()}
+    return inputs
+
+
+# one fresh execution environment ---------------------------------------------------------------
+def _check(result, function: str, key: str, emulator) -> dict:
+    try:
+        body = result.json()
+    except ValueError:
+        body = None
+    if result.status != 200 or not isinstance(body, dict) or not body.get("predictions"):
+        raise BenchError(f"{function} failed on {key}: HTTP {result.status}: {result.text[:500]}\n"
+                         f"--- emulator log tail ---\n{emulator.logs[-3000:]}")
+    return body
+
+
+def _peak_rss_mb(emulator) -> Optional[float]:
+    return emulator.runtime_memory_mb().get("peak_rss")
+
+
+def run_session(fn: StagedFunction, inputs: Dict[str, dict], warm: int, null_invokes: int = 0) -> dict:
+    """Start a fresh emulator, time the cold start (first response complete), then warm requests."""
+    emulator = fn.emulator()
+    started = time.perf_counter()
+    with emulator:
+        listening = time.perf_counter() - started
+        first = emulator.invoke_raw(inputs[COLD_START_INPUT])
+        _check(first, fn.name, COLD_START_INPUT, emulator)
+        cold = emulator.cold_start_s
+        rss_after_cold = _peak_rss_mb(emulator)
+        top1 = {}
+        for key, event in inputs.items():  # one unrecorded warm-up per input
+            top1[key] = _check(emulator.invoke_raw(event), fn.name, key, emulator)["predictions"][0]["label"]
+        samples: Dict[str, List[float]] = {key: [] for key in inputs}
+        keys = list(inputs)
+        for round_ in range(warm):
+            rotated = keys[round_ % len(keys):] + keys[:round_ % len(keys)]
+            for key in rotated:
+                result = emulator.invoke_raw(inputs[key])
+                _check(result, fn.name, key, emulator)
+                samples[key].append(result.seconds * 1000.0)
+        nulls = [emulator.invoke_raw({}).seconds * 1000.0 for _ in range(null_invokes)]
+        rss_after_warm = _peak_rss_mb(emulator)
+        time.sleep(0.1)  # let the log reader catch up
+        logs = emulator.logs
+    match = _INIT_REPORT.search(logs)
+    return {
+        "cold_start_s": cold,
+        "rie_listening_s": listening,
+        "init_ms": float(match.group(1)) if match else None,
+        "peak_rss_mb_after_cold_start": rss_after_cold,
+        "peak_rss_mb": rss_after_warm,
+        "warm_ms": samples,
+        "null_invoke_ms": nulls,
+        "top1": top1,
+        "handler_stage_ms": _stage_timings(logs) if fn.name == OURS else {},
+    }
+
+
+def _stage_timings(logs: str) -> Dict[str, Dict[str, List[float]]]:
+    """Our handler's own per-stage timings (its "request served" log lines), by input kind and image size."""
+    out: Dict[str, Dict[str, List[float]]] = {}
+    for line in logs.splitlines():
+        if '"timings_ms"' not in line or '"request served"' not in line:
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if doc.get("cold_start"):
+            continue
+        key = f"{doc.get('input_kind')} {doc.get('image_size')}"
+        for stage, ms in (doc.get("timings_ms") or {}).items():
+            out.setdefault(key, {}).setdefault(stage, []).append(float(ms))
+    return out
+
+
+# floor ------------------------------------------------------------------------------------------
+def run_floor(fn: StagedFunction, images: Dict[str, TestImage], repeats: int) -> dict:
+    config = {"images": {k: images[k].path for k in IMAGE_KEYS}, "repeats": repeats,
+              "model_path": str(fn.task_root / "model" / "model.onnx")}
+    result = subprocess.run([str(fn.runtime_python), str(FLOOR_SCRIPT), json.dumps(config)], cwd=str(fn.task_root),
+                            env=fn.environment(), capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise BenchError(f"floor subprocess failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout)
+
+
+# the whole run ----------------------------------------------------------------------------------
+def _summary(values: List[float]) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"n": 0, "median": None, "samples": []}
+    return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values),
+            "samples": [round(v, 4) for v in values]}
+
+
+def _latency(values: List[float]) -> dict:
+    return {"n": len(values), "p50": report.percentile(values, 50), "p95": report.percentile(values, 95),
+            "mean": statistics.fmean(values) if values else None, "min": min(values) if values else None,
+            "samples": [round(v, 3) for v in values]}
+
+
+def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path = DEFAULT_BUILD_DIR,
+                  cache_dir: Optional[Path] = None, with_base64: bool = True, init_profile_repeats: int = 3,
+                  null_invokes: int = 5, tensorflow: bool = True) -> dict:
+    build_dir = Path(build_dir).resolve()
+    started = time.perf_counter()
+    load_before = _loadavg()
+    log("making test images")
+    images = make_images(build_dir / "images")
+    with ImageServer() as server:
+        inputs = make_inputs(images, server, with_base64)
+        log("staging ours (predict_function/Dockerfile) and the baseline (bench/baseline/Dockerfile)")
+        functions = stage_functions(build_dir, server.port, cache_dir)
+        runs: Dict[str, List[dict]] = {name: [] for name in _FUNCTIONS}
+        for i in range(sessions):  # interleaved, alternating which goes first
+            for name in (_FUNCTIONS if i % 2 == 0 else _FUNCTIONS[::-1]):
+                log(f"session {i + 1}/{sessions}: {name} (cold start + {warm} warm rounds x {len(inputs)} inputs)")
+                runs[name].append(run_session(functions[name], inputs, warm, null_invokes if name == OURS else 0))
+    log("floor: decode / preprocess / inference alone (Python 3.12, staged deps)")
+    floor = run_floor(functions[OURS], images, floor_repeats)
+    log("init profile: fresh handler-module imports (-X importtime)")
+    profiles = {}
+    if init_profile_repeats:
+        for name in _FUNCTIONS:
+            fn = functions[name]
+            profiles[name] = init_profile.profile_init(str(fn.runtime_python), fn.handler, str(fn.task_root),
+                                                        fn.environment(), init_profile_repeats)
+    log("sizes")
+    size = {name: sizes.task_root_sizes(fn.task_root, fn.code_paths) for name, fn in functions.items()}
+    tf = (sizes.tensorflow_sizes(sizes.requirement_names(REPO / "predict_function" / "requirements.txt"))
+          if tensorflow else {"error": "skipped (--no-tensorflow)"})
+
+    measured = {}
+    for name in _FUNCTIONS:
+        rs = runs[name]
+        stage_ms: Dict[str, Dict[str, List[float]]] = {}
+        for r in rs:
+            for key, stages in r["handler_stage_ms"].items():
+                for stage_name, values in stages.items():
+                    stage_ms.setdefault(key, {}).setdefault(stage_name, []).extend(values)
+        measured[name] = {
+            "cold_start_s": _summary([r["cold_start_s"] for r in rs]),
+            "init_ms": _summary([r["init_ms"] for r in rs]),
+            "rie_listening_s": _summary([r["rie_listening_s"] for r in rs]),
+            "peak_rss_mb_after_cold_start": _summary([r["peak_rss_mb_after_cold_start"] for r in rs]),
+            "peak_rss_mb": _summary([r["peak_rss_mb"] for r in rs]),
+            "warm_ms": {key: _latency([v for r in rs for v in r["warm_ms"][key]]) for key in inputs},
+            "null_invoke_ms": _latency([v for r in rs for v in r["null_invoke_ms"]]) if name == OURS else None,
+            "top1": rs[0]["top1"] if rs else {},
+            "handler_stage_ms_p50": {k: {s: report.percentile(v, 50) for s, v in st.items()} for k, st in stage_ms.items()},
+            "init_profile": profiles.get(name),
+            "size_bytes": size[name],
+            "stage_seconds": functions[name].stage_seconds,
+        }
+    results = {
+        "schema": 1,
+        "meta": {
+            "command": " ".join([Path(sys.executable).name, "-m", "bench", *sys.argv[1:]]) if sys.argv else "",
+            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": _git_commit(),
+            "machine": platform.machine(),
+            "cpus": _cpus(),
+            "runtime_python": floor.get("python"),
+            "onnxruntime": floor.get("onnxruntime"), "numpy": floor.get("numpy"), "pillow": floor.get("pillow"),
+            "memory_mb": functions[OURS].memory_mb,
+            "sessions": sessions, "warm_rounds_per_session": warm, "floor_repeats": floor_repeats,
+            "cold_start_input": COLD_START_INPUT,
+            "seconds": None,
+            "loadavg_1m_before_after": [load_before, _loadavg()],
+            "definitions": report.DEFINITIONS,
+        },
+        "images": {k: v.to_dict() for k, v in images.items()},
+        "inputs": sorted(inputs),
+        "functions": measured,
+        "floor": floor,
+        "tensorflow": tf,
+    }
+    results["ratios"] = report.ratios(results)
+    results["overhead"] = report.overheads(results)
+    results["targets"] = report.targets(results)
+    results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def _loadavg() -> Optional[float]:
+    import os
+
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except OSError:
+        return None
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Cold start, warm latency (p50/p95), peak RSS and installed size of the function vs the "
+                    "tutorial baseline, under the real Lambda RIE + awslambdaric (Python 3.12), with images "
+                    "from a 127.0.0.1 server; plus the decode/inference floor and the targets of issue 5.",
+    )
+    parser.add_argument("--quick", action="store_true", help="short run: 2 fresh starts per function, 3 warm rounds")
+    parser.add_argument("--sessions", type=int, help="fresh starts per function (default 5, --quick 2)")
+    parser.add_argument("--warm", type=int, help="warm rounds per session, each one request per input (default 10, --quick 3)")
+    parser.add_argument("--floor-repeats", type=int, help="repeats per floor measurement (default 15, --quick 5)")
+    parser.add_argument("--no-base64", action="store_true", help="only URL inputs")
+    parser.add_argument("--no-tensorflow", action="store_true", help="skip the tensorflow-cpu size comparison")
+    parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="images, staged task roots (default .build/bench)")
+    parser.add_argument("--cache-dir", type=Path, help="local_lambda dependency cache (default .build/local_lambda/cache)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default bench/results/latest.json)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    sessions = args.sessions or (2 if args.quick else 5)
+    warm = args.warm if args.warm is not None else (3 if args.quick else 10)
+    floor_repeats = args.floor_repeats or (5 if args.quick else 15)
+    try:
+        results = run_benchmark(sessions, warm, floor_repeats, args.build_dir, args.cache_dir,
+                                with_base64=not args.no_base64, init_profile_repeats=2 if args.quick else 3,
+                                tensorflow=not args.no_tensorflow)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+    print(report.render(results))
+    log(f"wrote {args.output} ({results['meta']['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""A loopback image server (127.0.0.1 only) for URL events."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from typing import Dict, Tuple
+
+CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
+
+
+class ImageServer:
+    def __init__(self) -> None:
+        self.files: Dict[str, Tuple[bytes, str]] = {}
+        self.requests = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                entry = server.files.get(self.path)
+                if entry is None:
+                    self.send_error(404)
+                    return
+                body, content_type = entry
+                server.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="bench-images", daemon=True)
+
+    def add(self, path: str, body: bytes, fmt: str) -> str:
+        self.files[path] = (body, CONTENT_TYPES.get(fmt, "application/octet-stream"))
+        return self.url(path)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> "ImageServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
