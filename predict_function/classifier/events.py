@@ -89,7 +89,7 @@ def _from_api_body(event: Mapping[str, Any], kind: str, max_image_bytes: int) ->
     text = _b64decode(body, max_image_bytes * 2, "request body").decode("utf-8", "replace") if is_base64 else body
     try:
         payload = json.loads(text)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
         raise BadRequestError("request body is not valid JSON") from exc
     request = _from_payload(payload, kind, max_image_bytes)
     if request.top_k is None:
@@ -147,7 +147,10 @@ def _check_size(size: int, max_bytes: int) -> None:
 def _top_k(value: Any) -> int:
     """A positive integer, given as a JSON number or (in a query string) as digits."""
     if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+        try:
+            value = int(value)
+        except ValueError:  # digits int() refuses ("\u00b2") or more than Python's 4300-digit limit
+            raise BadRequestError('"top_k" must be a positive integer') from None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise BadRequestError('"top_k" must be a positive integer')
     return value
