@@ -175,12 +175,14 @@ def render(results: Dict[str, Any]) -> str:
               f"  inference: ours {floor['inference_ours']['median']:.1f} ({floor['intra_op_threads_ours']} threads), "
               f"default options {floor['inference_default']['median']:.1f}; session creation: ours "
               f"{floor['session_create_ours']['median']:.0f}, default {floor['session_create_default']['median']:.0f}"]
-    sub = f"  {'image':<11} {'decode':>8} {'draft':>16} {'handler decode':>15} {'prep ours':>10} {'prep@draft':>11} {'prep base':>10}"
+    sub = (f"  {'image':<11} {'decode':>8} {'draft':>16} {'handler decode':>15} {'  after run':>11} {'prep ours':>10} "
+           f"{'prep@draft':>11} {'prep base':>10}")
     lines.append(sub)
     for image, row in floor["images"].items():
         draft = f"{row['decode_draft']['median']:.1f} ({row['draft_size']})" if "decode_draft" in row else "-"
         after = f"{row['preprocess_ours_after_draft']['median']:.1f}" if "preprocess_ours_after_draft" in row else "-"
         lines.append(f"  {image:<11} {row['decode']['median']:>8.1f} {draft:>16} {row['handler_decode']['median']:>15.1f} "
+                     f"{row['handler_decode_after_run']['median']:>11.1f} "
                      f"{row['preprocess_ours']['median']:>10.1f} {after:>11} {row['preprocess_baseline']['median']:>10.1f}")
 
     lines += ["", "Handler overhead = warm p50 / (decode floor + inference floor) - 1"]

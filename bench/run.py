@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -146,6 +146,20 @@ def run_floor(fn: StagedFunction, images: Dict[str, TestImage], repeats: int) ->
     return json.loads(result.stdout)
 
 
+def merge_floors(floors: List[dict]) -> dict:
+    """One floor from several runs (one per round, so it sees the same machine load): median of medians."""
+    def merge(items: List[Any]) -> Any:
+        first = items[0]
+        if isinstance(first, dict) and "median" in first:
+            return {"median": statistics.median(i["median"] for i in items), "min": min(i["min"] for i in items),
+                    "n": sum(i["n"] for i in items), "runs": len(items)}
+        if isinstance(first, dict):
+            return {k: merge([i[k] for i in items]) for k in first}
+        return first
+
+    return merge(floors)
+
+
 # the whole run ----------------------------------------------------------------------------------
 def _summary(values: List[float]) -> dict:
     values = [v for v in values if v is not None]
@@ -174,12 +188,14 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
         log("staging ours (predict_function/Dockerfile) and the baseline (bench/baseline/Dockerfile)")
         functions = stage_functions(build_dir, server.port, cache_dir)
         runs: Dict[str, List[dict]] = {name: [] for name in _FUNCTIONS}
-        for i in range(sessions):  # interleaved, alternating which goes first
+        floors: List[dict] = []
+        for i in range(sessions):  # interleaved, alternating which goes first; the floor between rounds
             for name in (_FUNCTIONS if i % 2 == 0 else _FUNCTIONS[::-1]):
                 log(f"session {i + 1}/{sessions}: {name} (cold start + {warm} warm rounds x {len(inputs)} inputs)")
                 runs[name].append(run_session(functions[name], inputs, warm, null_invokes if name == OURS else 0))
-    log("floor: decode / preprocess / inference alone (Python 3.12, staged deps)")
-    floor = run_floor(functions[OURS], images, floor_repeats)
+            log(f"floor {i + 1}/{sessions}: decode / preprocess / inference alone (Python 3.12, staged deps)")
+            floors.append(run_floor(functions[OURS], images, floor_repeats))
+    floor = merge_floors(floors)
     log("init profile: fresh handler-module imports (-X importtime)")
     profiles = {}
     if init_profile_repeats:
@@ -277,7 +293,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short run: 2 fresh starts per function, 3 warm rounds")
     parser.add_argument("--sessions", type=int, help="fresh starts per function (default 5, --quick 2)")
     parser.add_argument("--warm", type=int, help="warm rounds per session, each one request per input (default 10, --quick 3)")
-    parser.add_argument("--floor-repeats", type=int, help="repeats per floor measurement (default 15, --quick 5)")
+    parser.add_argument("--floor-repeats", type=int, help="repeats per floor measurement and round (default 8, --quick 4)")
     parser.add_argument("--no-base64", action="store_true", help="only URL inputs")
     parser.add_argument("--no-tensorflow", action="store_true", help="skip the tensorflow-cpu size comparison")
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="images, staged task roots (default .build/bench)")
@@ -290,7 +306,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     sessions = args.sessions or (2 if args.quick else 5)
     warm = args.warm if args.warm is not None else (3 if args.quick else 10)
-    floor_repeats = args.floor_repeats or (5 if args.quick else 15)
+    floor_repeats = args.floor_repeats or (4 if args.quick else 8)
     try:
         results = run_benchmark(sessions, warm, floor_repeats, args.build_dir, args.cache_dir,
                                 with_base64=not args.no_base64, init_profile_repeats=2 if args.quick else 3,

@@ -1,0 +1,83 @@
+"""The benchmark's building blocks on a tiny scale, so `python -m bench` cannot silently rot.
+
+One fresh start per function, one warm round, floor with 1 repeat. No time value is asserted
+(timings on a shared 2-core machine are noise); only that every figure exists and has the right shape.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import report, run  # noqa: E402
+from bench.images import IMAGE_KEYS, make_images  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    build = tmp_path_factory.mktemp("bench")
+    output = build / "latest.json"
+    code = run.main(["--sessions", "1", "--warm", "1", "--floor-repeats", "1", "--no-base64",
+                     "--build-dir", str(build), "--output", str(output)])
+    assert code == 0
+    return json.loads(output.read_text())
+
+
+def test_images_are_the_advertised_sizes(tmp_path):
+    images = make_images(tmp_path)
+    assert set(images) == set(IMAGE_KEYS)
+    assert images["png_0.3mp"].format == "PNG" and 0.2 <= images["png_0.3mp"].megapixels <= 0.4
+    assert images["jpeg_1mp"].format == "JPEG" and 0.9 <= images["jpeg_1mp"].megapixels <= 1.1
+    assert (images["jpeg_12mp"].width, images["jpeg_12mp"].height) == (4000, 3000)
+    assert make_images(tmp_path) == images  # reused, not remade
+
+
+def test_every_figure_is_there(results):
+    for name in ("ours", "baseline"):
+        fn = results["functions"][name]
+        assert fn["cold_start_s"]["n"] == 1 and fn["cold_start_s"]["median"] > 0
+        assert fn["init_ms"]["median"] is not None  # the RIE's INIT REPORT was found in its log
+        assert fn["peak_rss_mb"]["median"] > 0
+        assert set(fn["warm_ms"]) == {f"{k}_url" for k in IMAGE_KEYS}
+        for stats in fn["warm_ms"].values():
+            assert stats["n"] == 1 and stats["p50"] > 0 and stats["p95"] >= stats["p50"]
+        assert fn["size_bytes"]["model"]["apparent"] > 0 and fn["size_bytes"]["deps"]["apparent"] > 0
+        assert fn["init_profile"]["import_handler_s"]["median"] > 0
+    assert results["functions"]["ours"]["handler_stage_ms_p50"]  # our handler's log lines were parsed
+    floor = results["floor"]
+    assert floor["python"].startswith("3.12")
+    assert set(floor["images"]) == set(IMAGE_KEYS)
+    assert "decode_draft" in floor["images"]["jpeg_12mp"] and "decode_draft" not in floor["images"]["png_0.3mp"]
+    assert floor["inference_ours"]["median"] > 0 and floor["inference_default"]["median"] > 0
+    assert set(results["overhead"]["ours"]) == set(report.URL_INPUTS)
+    assert results["tensorflow"].get("total", {}).get("apparent", 0) > 0 or "error" in results["tensorflow"]
+
+
+def test_targets_and_table(results):
+    assert [t["limit"] for t in results["targets"]] == [0.35, 0.75, 0.15, 200_000_000]
+    assert all(t["pass"] in (True, False) for t in results["targets"])
+    table = report.render(results)
+    for text in ("cold start", "init", "warm jpeg_12mp url", "peak RSS", "installed", "Floor", "Targets"):
+        assert text in table
+    assert table.count("PASS") + table.count("FAIL") == 4
+
+
+def test_percentile():
+    assert report.percentile([], 50) is None
+    assert report.percentile([3.0], 95) == 3.0
+    assert report.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert report.percentile(list(range(101)), 95) == 95
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run.parse_args(["--help"])
+    assert exc.value.code == 0
+    assert "--quick" in capsys.readouterr().out
