@@ -56,20 +56,30 @@ def importtime_by_package(python: str, module: str, cwd: str, env: Dict[str, str
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
-def profile_init(python: str, handler: str, cwd: str, env: Dict[str, str], repeats: int) -> dict:
-    module = handler_module(handler)
-    imports = [import_seconds(python, module, cwd, env) for _ in range(repeats)]
-    interpreter = [interpreter_seconds(python, cwd, env) for _ in range(repeats)]
-    ric = [import_seconds(python, "awslambdaric.bootstrap", cwd, env) for _ in range(repeats)]
-    by_package = importtime_by_package(python, module, cwd, env)
-    top = dict(list(by_package.items())[:8])
-    top["(other)"] = sum(list(by_package.values())[8:])
-    return {
-        "module": module,
-        "import_handler_s": {"median": statistics.median(imports), "samples": imports},
-        "interpreter_start_s": {"median": statistics.median(interpreter), "samples": interpreter},
-        "import_awslambdaric_s": {"median": statistics.median(ric), "samples": ric},
-        "importtime_self_ms_by_package": {k: round(v, 2) for k, v in top.items()},
-        "method": "fresh `python -c 'import <handler module>'` in the staged task root with the function's env; "
-                  "-X importtime self times summed by top-level package",
-    }
+def profile_init(targets: Dict[str, dict], repeats: int) -> Dict[str, dict]:
+    """``targets``: ``{name: {"python", "handler", "cwd", "env"}}``; runs interleaved across targets."""
+    samples = {name: {"imports": [], "interpreter": [], "ric": []} for name in targets}
+    for i in range(repeats):
+        for name in (list(targets) if i % 2 == 0 else list(targets)[::-1]):
+            t = targets[name]
+            s = samples[name]
+            s["imports"].append(import_seconds(t["python"], handler_module(t["handler"]), t["cwd"], t["env"]))
+            s["interpreter"].append(interpreter_seconds(t["python"], t["cwd"], t["env"]))
+            s["ric"].append(import_seconds(t["python"], "awslambdaric.bootstrap", t["cwd"], t["env"]))
+    out = {}
+    for name, t in targets.items():
+        module = handler_module(t["handler"])
+        by_package = importtime_by_package(t["python"], module, t["cwd"], t["env"])
+        top = dict(list(by_package.items())[:12])
+        top["(other)"] = sum(list(by_package.values())[12:])
+        s = samples[name]
+        out[name] = {
+            "module": module,
+            "import_handler_s": {"median": statistics.median(s["imports"]), "samples": s["imports"]},
+            "interpreter_start_s": {"median": statistics.median(s["interpreter"]), "samples": s["interpreter"]},
+            "import_awslambdaric_s": {"median": statistics.median(s["ric"]), "samples": s["ric"]},
+            "importtime_self_ms_by_package": {k: round(v, 2) for k, v in top.items()},
+            "method": "fresh `python -c 'import <handler module>'` in the staged task root with the function's env "
+                      "(interleaved across functions); -X importtime self times summed by top-level package (one run)",
+        }
+    return out

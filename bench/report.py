@@ -139,6 +139,7 @@ def render(results: Dict[str, Any]) -> str:
         lines.append(f"{label:<40} {_f(a, digits):>10} {_f(b, digits):>10} {_x(ratio):>9} {fl:>10}")
 
     add("cold start, s (start -> 1st response)", ours["cold_start_s"]["median"], base["cold_start_s"]["median"], digits=3)
+    add("  RIE up and listening, ms", ours["rie_listening_s"]["median"] * 1000, base["rie_listening_s"]["median"] * 1000)
     add("  init, ms (RIE INIT REPORT)", ours["init_ms"]["median"], base["init_ms"]["median"])
     po, pb = ours.get("init_profile") or {}, base.get("init_profile") or {}
     if po and pb:
@@ -184,6 +185,12 @@ def render(results: Dict[str, Any]) -> str:
         lines.append(f"  {image:<11} {row['decode']['median']:>8.1f} {draft:>16} {row['handler_decode']['median']:>15.1f} "
                      f"{row['handler_decode_after_run']['median']:>11.1f} "
                      f"{row['preprocess_ours']['median']:>10.1f} {after:>11} {row['preprocess_baseline']['median']:>10.1f}")
+
+    for name, prof in (("ours", po), ("baseline", pb)):
+        if prof:
+            top = list(prof["importtime_self_ms_by_package"].items())[:7]
+            lines.append(f"  init profile {name} (-X importtime, self ms by package): "
+                         + ", ".join(f"{k} {v:.0f}" for k, v in top))
 
     lines += ["", "Handler overhead = warm p50 / (decode floor + inference floor) - 1"]
     for name in ("ours", "baseline"):

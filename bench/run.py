@@ -197,12 +197,10 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
             floors.append(run_floor(functions[OURS], images, floor_repeats))
     floor = merge_floors(floors)
     log("init profile: fresh handler-module imports (-X importtime)")
-    profiles = {}
-    if init_profile_repeats:
-        for name in _FUNCTIONS:
-            fn = functions[name]
-            profiles[name] = init_profile.profile_init(str(fn.runtime_python), fn.handler, str(fn.task_root),
-                                                        fn.environment(), init_profile_repeats)
+    profiles = init_profile.profile_init(
+        {name: {"python": str(fn.runtime_python), "handler": fn.handler, "cwd": str(fn.task_root),
+                "env": fn.environment()} for name, fn in functions.items()},
+        init_profile_repeats) if init_profile_repeats else {}
     log("sizes")
     size = {name: sizes.task_root_sizes(fn.task_root, fn.code_paths) for name, fn in functions.items()}
     tf = (sizes.tensorflow_sizes(sizes.requirement_names(REPO / "predict_function" / "requirements.txt"))
