@@ -150,6 +150,37 @@ def gif_header_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
     return screen + frame + b"\x3b"
 
 
+def jpeg_header_bomb() -> bytes:
+    """A tiny JPEG whose start-of-frame claims 65000x65000."""
+    data = bytearray(encode(Image.new("RGB", (8, 8), (10, 200, 10)), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, 65000, 65000)
+    return bytes(data)
+
+
+def bmp_header_bomb() -> bytes:
+    data = bytearray(encode(Image.new("RGB", (8, 8)), "BMP"))
+    struct.pack_into("<ii", data, 18, 60000, 60000)
+    return bytes(data)
+
+
+def tiff_header_bomb(width: int = 60000, height: int = 60000) -> bytes:
+    """A hand-made 200-byte grayscale TIFF claiming 60000x60000 with one 16-byte strip."""
+    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+               (273, 4, 1, 8), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, 16)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 24) + b"\x00" * 16 + ifd
+
+
+def webp_header_bomb() -> bytes:
+    """A lossless WebP whose VP8L header claims 16384x16384 (the format's maximum)."""
+    data = bytearray(encode(Image.new("RGBA", (8, 8)), "WEBP", lossless=True))
+    assert data[12:16] == b"VP8L" and data[20] == 0x2F
+    bits = struct.unpack_from("<I", data, 21)[0]
+    struct.pack_into("<I", data, 21, (bits & ~0xFFFFFFF) | 16383 | (16383 << 14))
+    return bytes(data)
+
+
 def png_rgb16(image: Image.Image) -> bytes:
     """A 16-bit-per-channel RGB PNG (Pillow cannot write these, so build it by hand)."""
     array = np.asarray(image.convert("RGB"), np.uint16) * 257
@@ -169,6 +200,10 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         # decompression bombs and images over the pixel limit -> 413
         "png-header-50000x50000": png_header_bomb(),
         "gif-header-50000x50000": gif_header_bomb(),
+        "jpeg-header-65000x65000": jpeg_header_bomb(),
+        "bmp-header-60000x60000": bmp_header_bomb(),
+        "tiff-header-60000x60000": tiff_header_bomb(),
+        "webp-header-16384x16384": webp_header_bomb(),
         "png-valid-20000x20000-50KB": png_real_bomb(),
         "jpeg-2600x1600-over-pixel-limit": encode(gradient, "JPEG", quality=80),
         # truncated / corrupt -> 422
@@ -205,6 +240,10 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
 IMAGE_EXPECTATIONS = {
     "png-header-50000x50000": (413, "payload_too_large"),
     "gif-header-50000x50000": (413, "payload_too_large"),
+    "jpeg-header-65000x65000": (413, "payload_too_large"),
+    "bmp-header-60000x60000": (413, "payload_too_large"),
+    "tiff-header-60000x60000": (413, "payload_too_large"),
+    "webp-header-16384x16384": (413, "payload_too_large"),
     "png-valid-20000x20000-50KB": (413, "payload_too_large"),
     "jpeg-2600x1600-over-pixel-limit": (413, "payload_too_large"),
     "jpeg-truncated-half": (422, "corrupt_image"),
