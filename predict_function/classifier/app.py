@@ -19,7 +19,7 @@ from .observability import RequestRecord, Telemetry
 from .responses import error_body, model_info_body, prediction_body, respond
 from .settings import Settings
 from .source import Fetch, deadline_from, image_bytes
-from .spec import preprocess
+from .spec import draft_size, preprocess
 
 # Seconds kept back from the fetch deadline for decoding, inference and the response.
 PROCESSING_RESERVE_SECONDS = 2.0
@@ -30,13 +30,14 @@ Handler = Callable[[Any, Any], dict]
 def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telemetry: Telemetry | None = None) -> Handler:
     """Build a handler from its parts (tests inject their own fetch, model or telemetry)."""
     telemetry = telemetry or Telemetry(classifier.card.name, classifier.card.version)
+    fit = functools.partial(draft_size, classifier.card.preprocessing)
 
     def predict(request: Request, record: RequestRecord, context: Any) -> dict:
         with record.timed("fetch"):
             data = image_bytes(request, fetch, deadline_from(context, PROCESSING_RESERVE_SECONDS))
         record.image_bytes = len(data)
         with record.timed("decode"):
-            image = decode_image(data, settings.max_image_pixels)
+            image = decode_image(data, settings.max_image_pixels, draft_size=fit)
         record.image_size = f"{image.width}x{image.height}"
         with record.timed("preprocess"):
             tensor = preprocess(image, classifier.card.preprocessing)

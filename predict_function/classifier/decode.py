@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -15,11 +16,16 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+def decode_image(
+    data: bytes, max_pixels: int, draft_size: Callable[[int, int], tuple[int, int]] | None = None
+) -> Image.Image:
     """Decode the first frame, apply EXIF orientation, return an RGB image.
 
     The pixel count is checked from the header before any pixel is decoded, so a
     decompression bomb is refused cheaply; Pillow's own bomb guard stays on too.
+    ``draft_size(width, height)`` gives the smallest size the caller needs: a JPEG is
+    then decoded at the largest DCT reduction (1/2, 1/4, 1/8) that still covers it,
+    several times faster than a full decode of a phone photo.
     """
     if not data:
         raise UnsupportedMediaError("the image is empty")
@@ -28,8 +34,11 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             _check_pixels(image, max_pixels)
+            if draft_size is not None:
+                image.draft(image.mode, draft_size(*image.size))  # only JPEG decoders act on it
             image.load()  # first frame only; reads the whole frame so truncation shows here
-            return to_rgb(ImageOps.exif_transpose(image))
+            ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
+            return to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLargeError(f"image has more than the {max_pixels} pixel limit") from exc
     except UnidentifiedImageError as exc:

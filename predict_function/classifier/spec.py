@@ -13,6 +13,7 @@ The card is one JSON document stored under :data:`METADATA_KEY` in the ONNX
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -163,6 +164,24 @@ def crop_box(width: int, height: int, crop_fraction: float | None) -> tuple[int,
     left = (width - side) // 2
     top = (height - side) // 2
     return (left, top, left + side, top + side)
+
+
+# A JPEG may be decoded at reduced size as long as the region preprocess reads keeps this many
+# times the model's resolution: on 27 real photos at 1-12 MP, top-1 always agreed with a full
+# decode and scores moved by at most 0.018 (1.25x headroom flipped one near-tie).
+DRAFT_HEADROOM = 2.0
+
+
+def draft_size(spec: Preprocessing, width: int, height: int, headroom: float = DRAFT_HEADROOM) -> tuple[int, int]:
+    """The smallest source size (width, height) that keeps ``headroom`` x the model's resolution
+    inside what :func:`preprocess` reads (the center crop, or the whole image)."""
+    if spec.crop_fraction is not None:
+        side = spec.crop_fraction * min(width, height)
+        scale = headroom * max(spec.width, spec.height) / side
+    else:
+        scale = headroom * max(spec.width / width, spec.height / height)
+    scale = min(1.0, scale)
+    return (min(width, math.ceil(width * scale)), min(height, math.ceil(height * scale)))
 
 
 def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:

@@ -86,3 +86,13 @@ def test_unlisted_format_is_refused():
     data = encode(Image.new("RGB", (8, 8)), "PPM")
     with pytest.raises(UnsupportedMediaError):
         decode_image(data, MAX)
+
+
+def test_jpeg_is_decoded_at_reduced_size_when_a_draft_size_is_given():
+    big = Image.linear_gradient("L").resize((4000, 3000)).convert("RGB")
+    data = encode(big, "JPEG")
+    assert decode_image(data, MAX).size == (4000, 3000)
+    drafted = decode_image(data, MAX, draft_size=lambda w, h: (683, 512))
+    assert drafted.size == (1000, 750) and drafted.mode == "RGB"  # 1/4: the largest reduction covering it
+    png = encode(big.resize((800, 600)), "PNG")
+    assert decode_image(png, MAX, draft_size=lambda w, h: (100, 75)).size == (800, 600)  # PNG has no draft

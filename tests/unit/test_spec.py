@@ -12,6 +12,7 @@ from classifier.spec import (
     SpecError,
     activate,
     crop_box,
+    draft_size,
     preprocess,
 )
 
@@ -109,3 +110,14 @@ def test_activations():
     assert soft.sum() == pytest.approx(1.0) and soft.argmax() == 2
     assert activate(np.array([0.0]), "sigmoid")[0] == pytest.approx(0.5)
     np.testing.assert_array_equal(activate(logits, "none"), logits)
+
+
+def test_draft_size_keeps_twice_the_model_resolution_inside_the_crop():
+    spec = Preprocessing(height=224, width=224, crop_fraction=0.875)
+    width, height = draft_size(spec, 4000, 3000)
+    assert 0.875 * min(width, height) >= 2 * 224
+    assert (width, height) == (683, 512)
+    assert draft_size(spec, 300, 200) == (300, 200)  # never asks for more than the source
+    plain = Preprocessing(height=100, width=300)
+    width, height = draft_size(plain, 3000, 3000)
+    assert width >= 600 and height >= 200
