@@ -1,4 +1,4 @@
-"""``python -m local_lambda {lint,stage,invoke,start-api}``: sam build / local invoke / start-api without Docker."""
+"""``python -m local_lambda {lint,stage,invoke,start-api,preflight}``: sam build / local invoke / start-api without Docker, and pre-deploy checks."""
 
 from __future__ import annotations
 
@@ -153,6 +153,24 @@ def cmd_start_api(args) -> int:
     return 0
 
 
+def cmd_preflight(args) -> int:
+    from .preflight import run_preflight
+
+    checks = [c.strip() for c in args.checks.split(",") if c.strip()] if args.checks else None
+    report = run_preflight(
+        args.template,
+        args.function,
+        _parameters(args.parameter_overrides),
+        cache_dir=args.cache_dir,
+        checks=checks,
+        context_fail_mb=args.context_fail_mb,
+        context_warn_mb=args.context_warn_mb,
+        offline=args.offline,
+    )
+    print(report.format(verbose=args.verbose))
+    return 0 if report.ok else 1
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_lambda", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +212,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("-p", "--port", type=int, default=3000)
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     p.set_defaults(func=cmd_start_api)
+
+    p = sub.add_parser("preflight", help="catch the classic deploy failures before sam deploy (exit 1 if any check fails)")
+    p.add_argument("function", nargs="?", help="function logical id (default: the template's only Image function)")
+    p.add_argument("-t", "--template", default="template.yaml", help="SAM template (default: template.yaml)")
+    p.add_argument("--parameter-overrides", nargs="*", help="Key=Value template parameters (Architecture=arm64 checks only arm64)")
+    p.add_argument("--checks", help="comma-separated subset of python,wheels,files,context,paths (default: all)")
+    p.add_argument("--context-fail-mb", type=float, default=500.0, help="fail above this build-context size (default 500)")
+    p.add_argument("--context-warn-mb", type=float, default=100.0, help="warn above this build-context size (default 100)")
+    p.add_argument("--cache-dir", help="wheel-resolution cache (default: <template dir>/.build/preflight)")
+    p.add_argument("--offline", action="store_true", help="skip resolving the pins against the package index")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print what each check looked at")
+    p.set_defaults(func=cmd_preflight)
 
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl+C, so the RIE and runtime processes are stopped on the way out.
