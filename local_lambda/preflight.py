@@ -624,6 +624,18 @@ def _resolve_all(pins: Sequence[Pin], python: str, machine: str, pip: Sequence[s
         return out
     if len(pins) == 1:
         pin = pins[0]
+        if "DO NOT MATCH THE HASHES" in stderr:
+            # pip found the wheel and checked it against the pin's hashes: report which file it was.
+            wheel = digest = None
+            for line in stderr.splitlines():
+                words = line.split()
+                if " from " in line and "://" in line:
+                    url = next((w for w in words if "://" in w), "")
+                    wheel = url.rstrip(":").rsplit("/", 1)[-1]
+                elif words[:1] == ["Got"] and len(words) > 1:
+                    digest = words[-1]
+            out[pin.requirement] = Resolution(ok=True, wheel=wheel, sha256=digest)
+            return out
         messages = [line.strip() for line in stderr.splitlines() if line.startswith("ERROR")]
         definitive = any("No matching distribution" in m or "Could not find a version" in m for m in messages)
         out[pin.requirement] = Resolution(ok=False, error="; ".join(messages) or stderr.strip()[-500:],
