@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EVENT  ?= events/base64.json
 
-.PHONY: demo test invoke start-api stage lint model events clean
+.PHONY: demo test invoke start-api stage lint preflight bench model events clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ stage: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# The classic deploy failures (Python/glibc mismatch, missing model, huge context, cwd paths), before sam deploy.
+preflight: $(VENV)/.installed
+	$(PY) -m local_lambda preflight
+
+bench: $(VENV)/.installed
+	$(PY) -m bench
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/sam validate --lint

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import re
 import subprocess
 import sys
 import textwrap
@@ -255,7 +256,9 @@ def test_a_600_mb_file_in_the_context(project):
     report = _preflight(project, "context")
     message = _only_failure(report, "context")
     # Apparent size, as Docker's tar sends it (the sparse file occupies no blocks): 600 MiB + the project.
-    assert "MB after .dockerignore (limit 500 MB)" in message and "is 648." in message
+    assert "MB after .dockerignore (limit 500 MB)" in message
+    total = float(re.search(r"is (\d+(?:\.\d+)?) MB", message).group(1))
+    assert total >= 629.1  # the junk alone is 600 MiB; the rest depends on the model's size
     assert "training-data.bin 629.1 MB (no COPY uses it: add 'training-data.bin' to predict_function/.dockerignore)" in message
     # The limit is configurable.
     assert _preflight(project, "context", context_fail_mb=1000).ok
@@ -272,7 +275,8 @@ def test_virtualenv_and_git_in_the_context(project):
     result = report.result("context")
     assert result.status == "WARN", report.format()
     text = "\n".join(result.warnings)
-    assert "build context 20.8 MB (> 10 MB)" in text
+    size = float(re.search(r"build context (\d+(?:\.\d+)?) MB \(> 10 MB\)", text).group(1))
+    assert size > 10
     assert "add '.venv/' to predict_function/.dockerignore" in text and "add '.git/'" in text
     # The project's own .dockerignore keeps them out.
     _write(ctx / ".dockerignore", (REPO / "predict_function" / ".dockerignore").read_text())
