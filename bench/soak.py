@@ -334,6 +334,11 @@ def start_function(port: int, build_dir: Path, cache_dir: Path) -> Emulator:
                     runtime_python=staged.runtime_python, function_name=fn.logical_id, image_env=staged.image_env)
 
 
+def _max_rss(samples: list[dict], first: float, last: float) -> float | None:
+    values = [s["rss_mb"] for s in samples if first <= s["request"] <= last and "rss_mb" in s]
+    return round(max(values), 1) if values else None
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else 0.0
@@ -398,6 +403,9 @@ def soak(requests: int, build_dir: Path = DEFAULT_BUILD, cache_dir: Path = DEFAU
             "rss_at_10pct": round(at_10pct.get("rss_mb", 0.0), 1),
             "rss_end": round(at_end.get("rss_mb", 0.0), 1),
             "growth_10pct_to_end": round(at_end.get("rss_mb", 0.0) - at_10pct.get("rss_mb", 0.0), 1),
+            # RSS swings by a few MiB as the allocator returns memory; compare the two halves' highs too.
+            "max_rss_10_to_55pct": _max_rss(samples, checkpoint, requests * 0.55),
+            "max_rss_55_to_100pct": _max_rss(samples, requests * 0.55, requests),
         },
         "fds": {"after_warmup": at_start.get("fds"), "at_10pct": at_10pct.get("fds"), "end": at_end.get("fds")},
         "threads": {"after_warmup": at_start.get("threads"), "at_10pct": at_10pct.get("threads"),
@@ -426,6 +434,7 @@ def table(result: dict) -> str:
         f"{'RSS after 10% of requests':<28}{mem['rss_at_10pct']:>10.1f}",
         f"{'RSS at the end':<28}{mem['rss_end']:>10.1f}",
         f"{'growth (10% -> end)':<28}{mem['growth_10pct_to_end']:>+10.1f}",
+        f"{'max RSS, 10-55% / 55-100%':<28}{str(mem['max_rss_10_to_55pct']) + ' / ' + str(mem['max_rss_55_to_100pct']):>10}",
         f"{'open fds (10% -> end)':<28}{str(result['fds']['at_10pct']) + ' -> ' + str(result['fds']['end']):>10}",
         f"{'threads (10% -> end)':<28}{str(result['threads']['at_10pct']) + ' -> ' + str(result['threads']['end']):>10}",
         "",

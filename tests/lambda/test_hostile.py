@@ -933,16 +933,7 @@ def test_hostile_events(name, fn):
     still_serves_the_cat(fn)
 
 
-# --- 7. the whole module, once more: never a non-loopback packet, never a new process -------------------
-
-
-def test_no_function_ever_dialled_or_resolved_outside_loopback(fn, fn_strict, fn_slow):
-    for function in (fn, fn_strict, fn_slow):
-        no_forbidden_traffic(function)
-        assert function.emulator.runtime_pid == function.pid
-
-
-# --- 8. payloads the Lambda runtime itself cannot unmarshal (direct invocations only) -------------------
+# --- 7. payloads the Lambda runtime itself cannot unmarshal (direct invocations only) -------------------
 
 RUNTIME_REJECTS = {
     "not-json": b"{not json",
@@ -959,3 +950,14 @@ def test_payloads_the_runtime_cannot_unmarshal_do_not_kill_it(name, fn):
     result = fn.emulator.invoke_raw(RUNTIME_REJECTS[name])
     assert result.error is not None and result.error.get("errorType") == "Runtime.UnmarshalError", result.text[:500]
     still_serves_the_cat(fn)
+
+
+# --- 8. the whole module, once more: no lookup or dial outside loopback, never a new process ------------
+
+
+def test_no_function_ever_dialled_or_resolved_outside_loopback(fn, fn_strict, fn_slow):
+    assert fn.net_events(), "the tripwire logged nothing: was sitecustomize loaded by the runtime?"
+    for function in (fn, fn_strict, fn_slow):
+        no_forbidden_traffic(function)
+        assert function.emulator.runtime_pid == function.pid
+
