@@ -90,3 +90,21 @@ def test_base64_encoded_json_body_and_query_top_k():
 def test_event_kind_never_raises():
     for junk in (None, 3, "s", [], {"version": "2.0"}, {"httpMethod": "GET"}):
         assert event_kind(junk) == DIRECT
+
+
+@pytest.mark.parametrize("top_k", ["\u00b2", "9" * 5000, "-3", " 4x"])
+def test_odd_top_k_strings_are_bad_requests(top_k):
+    with pytest.raises(BadRequestError):
+        parse_event({"url": "https://x.test/a", "top_k": top_k}, LIMIT)
+    event = load("rest-url.json")
+    event["body"] = json.dumps({"url": "https://x.test/a"})
+    event["queryStringParameters"] = {"top_k": top_k}
+    with pytest.raises(BadRequestError):
+        parse_event(event, LIMIT)
+
+
+def test_deeply_nested_json_body_is_a_bad_request():
+    event = load("rest-url.json")
+    event["body"] = "[" * 100_000
+    with pytest.raises(BadRequestError):
+        parse_event(event, LIMIT)
