@@ -90,3 +90,14 @@ class DockerIgnore:
             if any(regex.match(p) for p in prefixes):
                 excluded = not exclusion
         return excluded
+
+    def files_under(self, context: Path, directory: Path) -> List[Path]:
+        """The files below ``directory`` that the build context sends, in a stable order."""
+        files = []
+        for root, dirs, names in os.walk(directory):
+            dirs.sort()
+            for name in sorted(names):
+                path = Path(root, name)
+                if not self.ignored(path.relative_to(context).as_posix()):
+                    files.append(path)
+        return files

@@ -247,14 +247,7 @@ class Project:
     def context_files(self, directory: Path) -> List[Path]:
         """Files under ``directory`` that the build context holds (as local_lambda.stage copies them)."""
         if directory not in self._walk_cache:
-            files = []
-            for root, dirs, names in os.walk(directory):
-                dirs.sort()
-                for name in sorted(names):
-                    path = Path(root, name)
-                    if not self.ignore.ignored(path.relative_to(self.context).as_posix()):
-                        files.append(path)
-            self._walk_cache[directory] = files
+            self._walk_cache[directory] = self.ignore.files_under(self.context, directory)
         return self._walk_cache[directory]
 
     def _image_view(self) -> ImageView:

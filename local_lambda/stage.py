@@ -152,14 +152,7 @@ class _Stager:
 
     # COPY / ADD -----------------------------------------------------------------------------
     def _context_files(self, directory: Path) -> List[Path]:
-        files = []
-        for root, dirs, names in os.walk(directory):
-            dirs.sort()
-            for name in sorted(names):
-                path = Path(root, name)
-                if not self.ignore.ignored(path.relative_to(self.context).as_posix()):
-                    files.append(path)
-        return files
+        return self.ignore.files_under(self.context, directory)
 
     def copy(self, step: dp.CopyStep) -> None:
         matches: List[Path] = []
