@@ -16,6 +16,7 @@ re-links the cached dependencies and re-copies the code.
 from __future__ import annotations
 
 import contextlib
+import glob
 import fcntl
 import hashlib
 import json
@@ -232,9 +233,16 @@ class _Stager:
         _run([str(self.python), "-m", "compileall", *args], f"line {step.line}: python -m compileall")
 
     # RUN rm ---------------------------------------------------------------------------------
+    def _expand(self, image_path: str, line: int) -> List[Path]:
+        """The shell's glob expansion of an ``rm`` argument (unmatched patterns stay literal)."""
+        path = self.local(image_path, line)
+        if not glob.has_magic(image_path):
+            return [path]
+        return [Path(match) for match in sorted(glob.glob(str(path)))] or [path]
+
     def remove(self, step: dp.RemoveStep) -> None:
-        for image_path in step.paths:
-            path = self.local(image_path, step.line)
+        for path in (p for image_path in step.paths for p in self._expand(image_path, step.line)):
+            image_path = str(path)
             if path == self.task_root:
                 raise StageError(f"line {step.line}: refusing to remove the task root")
             if path.is_dir() and not path.is_symlink():
