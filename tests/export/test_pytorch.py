@@ -51,7 +51,7 @@ def test_committed_model_is_one_self_describing_file(committed):
     onnx.checker.check_model(str(DEFAULT_MODEL), full_check=True)
     assert 15e6 < DEFAULT_MODEL.stat().st_size < 25e6
     assert (card.name, card.version, card.activation) == ("efficientnet-lite0", "1", "softmax")
-    assert len(card.labels) == 1000 and card.labels[281] == "tabby cat"
+    assert len(card.labels) == 1000 and card.labels[281] == "tabby cat" and card.labels[282] == "tiger cat"
     pre = card.preprocessing
     assert (pre.height, pre.width, pre.resize, pre.crop_fraction, pre.layout, pre.channel_order) == (
         224, 224, "bicubic", 0.875, "NCHW", "RGB")
