@@ -682,6 +682,33 @@ def resolve_pins(pins: Sequence[Pin], python: str, machine: str, cache_dir: Opti
     return out
 
 
+# Releases that install on Lambda arm64 but abort at import there: Lambda's arm64 sandbox has no
+# /sys/devices/system/cpu/possible or present, and onnxruntime's cpuinfo aborted without them
+# (onnxruntime#10038). bench/arm64/check_cpuinfo.sh: 1.25.1 aborts, 1.26.0 and later only warn.
+ARM64_IMPORT_CRASHES = {"onnxruntime": ((1, 26), "onnxruntime#10038: /sys/devices/system/cpu/possible is missing")}
+
+
+def known_arm64_crashes(lock: Lock, architectures: Sequence[str], lock_name: str) -> List[str]:
+    if "arm64" not in architectures:
+        return []
+    problems = []
+    for pin in lock.pins:
+        known = ARM64_IMPORT_CRASHES.get(pin.name.lower())
+        if known is None or pin.version is None:
+            continue
+        fixed_in, why = known
+        try:
+            version = tuple(int(part) for part in pin.version.split(".")[:2])
+        except ValueError:
+            continue
+        if version < fixed_in:
+            fixed = ".".join(map(str, fixed_in))
+            problems.append(
+                f"{lock_name} line {pin.line}: {pin.name}=={pin.version} aborts at import on Lambda arm64 ({why}); "
+                f"use {pin.name}>={fixed} or remove arm64 from the template's Architecture(s)")
+    return problems
+
+
 def check_wheels(project: Project, lock: Optional[Lock], cache_dir: Optional[Path], offline: bool = False) -> CheckResult:
     problems: List[str] = []
     warnings: List[str] = []
@@ -706,6 +733,7 @@ def check_wheels(project: Project, lock: Optional[Lock], cache_dir: Optional[Pat
                 f"{lock_name} line {pin.line}: {pin.requirement} has no --hash"
                 + (": pip install --require-hashes (Dockerfile) refuses the whole file" if require_hashes else "")
                 + "; regenerate the lock with --generate-hashes")
+    problems.extend(known_arm64_crashes(lock, project.architectures, lock_name))
     if offline:
         warnings.append("--offline: wheels not resolved against the index")
         return CheckResult("wheels", _status(problems, warnings), "not checked (offline)", problems, warnings)

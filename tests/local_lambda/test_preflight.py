@@ -412,3 +412,15 @@ def test_a_cwd_relative_open_works_from_the_task_root_and_breaks_elsewhere(tmp_p
     with Emulator(root, handler="app.handler", runtime_python=runtime_python) as function:
         result = function.invoke({})
     assert result["errorType"] == "FileNotFoundError", result
+
+
+def test_an_onnxruntime_that_aborts_on_lambda_arm64_is_caught(project):
+    lock = project / "predict_function" / "requirements.txt"
+    text = lock.read_text()
+    assert "onnxruntime==1.32.0" in text
+    _write(lock, text.replace("onnxruntime==1.32.0", "onnxruntime==1.25.1"))
+    report = _preflight(project, "wheels", offline=True)  # known-bad versions need no index
+    message = "\n".join(report.result("wheels").problems)
+    assert "onnxruntime==1.25.1 aborts at import on Lambda arm64" in message and "onnxruntime>=1.26" in message
+    x86_only = _preflight(project, "wheels", offline=True, parameter_overrides={"Architecture": "x86_64"})
+    assert not any("aborts at import" in p for p in x86_only.result("wheels").problems)
