@@ -45,6 +45,8 @@ class Classifier:
         self.card = card
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
+        # A single sigmoid output: the seed's contract also returns ``prediction``.
+        self.is_binary = card.activation == "sigmoid" and session.get_outputs()[0].shape[-1] == 1
         self._check_card()
 
     @classmethod
@@ -86,8 +88,3 @@ class Classifier:
         labels = self.card.labels if len(self.card.labels) == len(scores) else [f"class_{i}" for i in range(len(scores))]
         order = np.argsort(-scores, kind="stable")[: max(1, k)]
         return [Prediction(labels[i], float(scores[i])) for i in order]
-
-    @property
-    def is_binary(self) -> bool:
-        """A single sigmoid output (the seed's contract also returns ``prediction``)."""
-        return self.card.activation == "sigmoid" and self.session.get_outputs()[0].shape[-1] == 1
