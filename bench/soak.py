@@ -30,9 +30,7 @@ import importlib.util
 import io
 import json
 import os
-import socket
 import socketserver
-import statistics
 import struct
 import sys
 import threading
@@ -48,7 +46,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from local_lambda import Emulator, stage  # noqa: E402
-from local_lambda.template import function_environment, read_function  # noqa: E402
+from local_lambda.template import function_emulator, read_function  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "soak.json"
 DEFAULT_BUILD = REPO / ".build" / "soak"
@@ -327,11 +325,8 @@ def process_stats(pid: int | None) -> dict:
 def start_function(port: int, build_dir: Path, cache_dir: Path) -> Emulator:
     fn = read_function(REPO / "template.yaml", "PredictFunction")
     staged = stage(fn.dockerfile, fn.context, build_dir=build_dir, function_name=fn.logical_id, cache_dir=cache_dir)
-    handler = fn.handler_override or staged.handler
     overrides = dict(ENV_OVERRIDES, ALLOWED_PORTS=f"80,443,{port}")
-    env, _ = function_environment(fn, handler, {fn.logical_id: overrides}, shell_env={})
-    return Emulator(staged.task_root, handler=handler, env=env, memory_mb=fn.memory_mb, timeout_s=fn.timeout_s,
-                    runtime_python=staged.runtime_python, function_name=fn.logical_id, image_env=staged.image_env)
+    return function_emulator(fn, staged, {fn.logical_id: overrides}, shell_env={})[0]
 
 
 def _max_rss(samples: list[dict], first: float, last: float) -> float | None:

@@ -14,7 +14,7 @@ from .apigw import ApiServer, EmulatorRunner, build_api, require_loopback, stder
 from .emulator import Emulator, EmulatorError
 from .interpreters import InterpreterNotFound
 from .stage import StageError, StageResult, stage
-from .template import FunctionConfig, TemplateError, function_environment, load_stacks, read_function
+from .template import FunctionConfig, TemplateError, function_emulator, load_stacks, read_function
 
 
 def _log(message: str) -> None:
@@ -50,25 +50,11 @@ def _stage_function(args, fn: FunctionConfig, template: Path) -> StageResult:
 
 
 def _emulator(args, fn: FunctionConfig, staged: StageResult, env_vars: Dict[str, Any], log_sink=None) -> Emulator:
-    handler = fn.handler_override or staged.handler
-    if not handler:
-        raise TemplateError(f"{fn.logical_id}: no handler (Dockerfile CMD or ImageConfig.Command)")
-    env, warnings = function_environment(fn, handler, env_vars)
+    emulator, warnings = function_emulator(fn, staged, env_vars, rie_log_level=args.rie_log_level, log_sink=log_sink)
     warning = fn.architecture_warning()
     for message in warnings + ([warning] if warning else []):
         _log(f"warning: {message}")
-    return Emulator(
-        staged.task_root,
-        handler=handler,
-        env=env,
-        memory_mb=fn.memory_mb,
-        timeout_s=fn.timeout_s,
-        runtime_python=staged.runtime_python,
-        function_name=fn.logical_id,
-        image_env=staged.image_env,
-        rie_log_level=args.rie_log_level,
-        log_sink=log_sink,
-    )
+    return emulator
 
 
 def _env_vars(path: Optional[str]) -> Dict[str, Any]:

@@ -12,7 +12,10 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
+
+if TYPE_CHECKING:
+    from .emulator import Emulator
 
 logging.getLogger("samcli").setLevel(logging.ERROR)
 
@@ -162,3 +165,30 @@ def function_environment(
         aws_creds={},
     ).resolve()
     return resolved, warnings
+
+
+def function_emulator(
+    fn: FunctionConfig,
+    staged: Any,
+    env_vars: Optional[Mapping[str, Any]] = None,
+    shell_env: Optional[Mapping[str, str]] = None,
+    extra_env: Optional[Mapping[str, str]] = None,
+    **emulator_options: Any,
+) -> Tuple[Emulator, List[str]]:
+    """An (unstarted) Emulator for ``fn`` on its staged task root (a :class:`StageResult`), with the
+    environment ``sam local invoke`` would give it, and that environment's warnings.
+
+    ``extra_env`` is added as is (test hooks); ``emulator_options`` go to :class:`Emulator`
+    (e.g. ``timeout_s`` to override the template's, ``rie_log_level``, ``log_sink``).
+    """
+    from .emulator import Emulator
+
+    handler = fn.handler_override or staged.handler
+    if not handler:
+        raise TemplateError(f"{fn.logical_id}: no handler (Dockerfile CMD or ImageConfig.Command)")
+    env, warnings = function_environment(fn, handler, env_vars, shell_env=shell_env)
+    env.update(extra_env or {})
+    options = {"memory_mb": fn.memory_mb, "timeout_s": fn.timeout_s, **emulator_options}
+    emulator = Emulator(staged.task_root, handler=handler, env=env, runtime_python=staged.runtime_python,
+                        function_name=fn.logical_id, image_env=staged.image_env, **options)
+    return emulator, warnings

@@ -10,14 +10,13 @@ be served from loopback by ``image_server``.
 from __future__ import annotations
 
 import http.server
-import io
 import threading
 from pathlib import Path
 
 import pytest
 
-from local_lambda import Emulator, stage
-from local_lambda.template import function_environment, read_function
+from local_lambda import stage
+from local_lambda.template import function_emulator, read_function
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,18 +76,7 @@ def staged_project(predict_function_config):
 @pytest.fixture(scope="session")
 def lambda_function(staged_project, predict_function_config, image_server):
     fn = predict_function_config
-    handler = fn.handler_override or staged_project.handler
     overrides = {fn.logical_id: {"ALLOW_PRIVATE_URLS": "true", "ALLOWED_PORTS": f"80,443,{image_server.port}"}}
-    env, _ = function_environment(fn, handler, overrides, shell_env={})
-    emulator = Emulator(
-        staged_project.task_root,
-        handler=handler,
-        env=env,
-        memory_mb=fn.memory_mb,
-        timeout_s=fn.timeout_s,
-        runtime_python=staged_project.runtime_python,
-        function_name=fn.logical_id,
-        image_env=staged_project.image_env,
-    )
+    emulator, _ = function_emulator(fn, staged_project, overrides, shell_env={})
     with emulator:
         yield emulator

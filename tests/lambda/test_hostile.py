@@ -45,7 +45,7 @@ import pytest
 from PIL import Image
 
 from local_lambda import Emulator
-from local_lambda.template import function_environment
+from local_lambda.template import function_emulator
 
 from classifier import errors as classifier_errors
 from classifier.fetch import FetchPolicy, check_url
@@ -397,21 +397,10 @@ def tripwire_dir(tmp_path_factory):
 
 def _start(staged_project, predict_function_config, tripwire_dir, name, overrides, timeout_s=None):
     fn = predict_function_config
-    handler = fn.handler_override or staged_project.handler
-    env, _ = function_environment(fn, handler, {fn.logical_id: overrides}, shell_env={})
     net_log = tripwire_dir / f"{name}.net.log"
-    env["HOSTILE_NET_LOG"] = str(net_log)
-    env["PYTHONPATH"] = f"{tripwire_dir}:{staged_project.task_root}"
-    emulator = Emulator(
-        staged_project.task_root,
-        handler=handler,
-        env=env,
-        memory_mb=fn.memory_mb,
-        timeout_s=timeout_s or fn.timeout_s,
-        runtime_python=staged_project.runtime_python,
-        function_name=fn.logical_id,
-        image_env=staged_project.image_env,
-    )
+    extra = {"HOSTILE_NET_LOG": str(net_log), "PYTHONPATH": f"{tripwire_dir}:{staged_project.task_root}"}
+    emulator, _ = function_emulator(fn, staged_project, {fn.logical_id: overrides}, shell_env={}, extra_env=extra,
+                                    timeout_s=timeout_s or fn.timeout_s)
     return emulator, net_log
 
 

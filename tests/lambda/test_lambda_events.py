@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -89,16 +88,11 @@ def test_bad_input_then_good_input_in_the_same_warm_process(lambda_function, cat
 
 
 def test_start_api_serves_a_raw_image_upload(staged_project, predict_function_config, cat_jpeg, labels):
-    from local_lambda import Emulator
     from local_lambda.apigw import ApiServer, EmulatorRunner, build_api
-    from local_lambda.template import function_environment, load_stacks
+    from local_lambda.template import function_emulator, load_stacks
 
     fn = predict_function_config
-    handler = fn.handler_override or staged_project.handler
-    env, _ = function_environment(fn, handler, {}, shell_env={})
-    runner = EmulatorRunner({fn.logical_id: lambda: Emulator(
-        staged_project.task_root, handler=handler, env=env, memory_mb=fn.memory_mb, timeout_s=fn.timeout_s,
-        runtime_python=staged_project.runtime_python, function_name=fn.logical_id)})
+    runner = EmulatorRunner({fn.logical_id: lambda: function_emulator(fn, staged_project, {}, shell_env={})[0]})
     api = build_api(load_stacks(REPO / "template.yaml"), cwd=str(REPO))
     with ApiServer(api, runner, port=0) as server:
         request = urllib.request.Request(f"{server.url}/predict", data=cat_jpeg, headers={"Content-Type": "image/jpeg"})

@@ -347,8 +347,8 @@ def test_the_function_works_from_a_working_directory_other_than_the_task_root(tm
     folder instead: it still cold-starts and answers, i.e. nothing in it depends on the cwd (the static
     check is what names the line when something does)."""
     import local_lambda.emulator as emulator_mod
-    from local_lambda import Emulator, stage
-    from local_lambda.template import function_environment, read_function
+    from local_lambda import stage
+    from local_lambda.template import function_emulator, read_function
 
     fn = read_function(REPO / "template.yaml", "PredictFunction")
     staged = stage(fn.dockerfile, fn.context, build_dir=tmp_path / "build", function_name=fn.logical_id,
@@ -365,11 +365,8 @@ def test_the_function_works_from_a_working_directory_other_than_the_task_root(tm
         return real_popen(args, **kwargs)
 
     monkeypatch.setattr(emulator_mod.subprocess, "Popen", popen)
-    handler = fn.handler_override or staged.handler
-    env, _ = function_environment(fn, handler, {}, shell_env={})
-    with Emulator(staged.task_root, handler=handler, env=env, memory_mb=fn.memory_mb, timeout_s=fn.timeout_s,
-                  runtime_python=staged.runtime_python, function_name=fn.logical_id,
-                  image_env=staged.image_env) as function:
+    function, _ = function_emulator(fn, staged, {}, shell_env={})
+    with function:
         result = function.invoke(json.loads((REPO / "events" / "rest-model.json").read_text()))
     assert seen, "the emulator was not started from the other folder"
     assert result["statusCode"] == 200, result
