@@ -31,11 +31,9 @@ import io
 import json
 import os
 import socketserver
-import struct
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +43,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.crafted import encode, png_header_bomb, png_real_bomb  # noqa: E402
 from local_lambda import Emulator, stage  # noqa: E402
 from local_lambda.template import function_emulator, read_function  # noqa: E402
 
@@ -109,30 +108,6 @@ def _label(status: int, code: str | None) -> str:
 # --- inputs -------------------------------------------------------------------------------------------
 
 
-def _encode(image, fmt: str, **kw) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kw)
-    return buffer.getvalue()
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def _png(width: int, height: int, depth: int, color: int, idat: bytes) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
-
-
-def _real_png_bomb(side: int = 20_000) -> bytes:
-    """A valid all-zero 1-bit PNG, side x side pixels, ~50 KB on disk."""
-    row = b"\x00" * (1 + (side + 7) // 8)
-    compressor = zlib.compressobj(9)
-    parts = [compressor.compress(row * 256) for _ in range(side // 256)]
-    parts += [compressor.compress(row * (side % 256)), compressor.flush()]
-    return _png(side, side, 1, 0, b"".join(parts))
-
-
 def cat_photo() -> bytes:
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
@@ -145,16 +120,16 @@ def build_inputs() -> dict[str, bytes]:
     from PIL import Image
 
     cat = Image.open(io.BytesIO(cat_photo())).convert("RGB")
-    cat_jpeg = _encode(cat, "JPEG", quality=90)
+    cat_jpeg = encode(cat, "JPEG", quality=90)
     rng = np.random.default_rng(0)
     return {
         "cat": cat_jpeg,
-        "cmyk": _encode(cat.convert("CMYK"), "JPEG"),
-        "png16": _encode(Image.fromarray(np.asarray(cat.convert("L"), np.uint16) * 257), "PNG"),
-        "gif": _encode(cat, "GIF", save_all=True, append_images=[cat.rotate(90), cat.rotate(180)], duration=100),
-        "palette": _encode(cat.convert("P", palette=Image.Palette.ADAPTIVE), "PNG", transparency=0),
-        "header-bomb": _png(50_000, 50_000, 8, 2, zlib.compress(b"\x00" * 64)),
-        "real-bomb": _real_png_bomb(),
+        "cmyk": encode(cat.convert("CMYK"), "JPEG"),
+        "png16": encode(Image.fromarray(np.asarray(cat.convert("L"), np.uint16) * 257), "PNG"),
+        "gif": encode(cat, "GIF", save_all=True, append_images=[cat.rotate(90), cat.rotate(180)], duration=100),
+        "palette": encode(cat.convert("P", palette=Image.Palette.ADAPTIVE), "PNG", transparency=0),
+        "header-bomb": png_header_bomb(),
+        "real-bomb": png_real_bomb(),
         "truncated": cat_jpeg[: len(cat_jpeg) // 2],
         "garbage": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
         "html": b"<!doctype html><html><body><h1>Sign in</h1></body></html>",

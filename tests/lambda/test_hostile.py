@@ -34,7 +34,6 @@ import ipaddress
 import json
 import socket
 import socketserver
-import struct
 import threading
 import time
 import zlib
@@ -44,6 +43,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.crafted import (
+    bmp_header_bomb,
+    encode,
+    gif_header_bomb,
+    jpeg_header_bomb,
+    png,
+    png_header_bomb,
+    png_real_bomb,
+    png_rgb16,
+    tiff_header_bomb,
+    webp_header_bomb,
+)
 from local_lambda import Emulator
 from local_lambda.template import function_emulator
 
@@ -110,82 +121,7 @@ socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, c
 '''
 
 
-# --- crafted files ------------------------------------------------------------------------------
-
-
-def encode(image: Image.Image, fmt: str, **kw) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kw)
-    return buffer.getvalue()
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def png(width: int, height: int, bit_depth: int, color_type: int, idat: bytes) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
-
-
-def png_header_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
-    """A 70-byte PNG whose header claims 50000x50000 RGB (7.5 GB decoded)."""
-    return png(width, height, 8, 2, zlib.compress(b"\x00" * 64))
-
-
-def png_real_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
-    """A complete, valid 1-bit PNG of 400 M pixels that is ~50 KB on disk (all zeros)."""
-    row = b"\x00" * (1 + (width + 7) // 8)
-    compressor = zlib.compressobj(9)
-    block = row * 256
-    parts = [compressor.compress(block) for _ in range(height // 256)]
-    parts += [compressor.compress(row * (height % 256)), compressor.flush()]
-    return png(width, height, 1, 0, b"".join(parts))
-
-
-def gif_header_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
-    """A 35-byte GIF whose logical screen and frame claim 50000x50000."""
-    screen = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
-    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02\x44\x01\x00"
-    return screen + frame + b"\x3b"
-
-
-def jpeg_header_bomb() -> bytes:
-    """A tiny JPEG whose start-of-frame claims 65000x65000."""
-    data = bytearray(encode(Image.new("RGB", (8, 8), (10, 200, 10)), "JPEG"))
-    sof = data.index(b"\xff\xc0")
-    struct.pack_into(">HH", data, sof + 5, 65000, 65000)
-    return bytes(data)
-
-
-def bmp_header_bomb() -> bytes:
-    data = bytearray(encode(Image.new("RGB", (8, 8)), "BMP"))
-    struct.pack_into("<ii", data, 18, 60000, 60000)
-    return bytes(data)
-
-
-def tiff_header_bomb(width: int = 60000, height: int = 60000) -> bytes:
-    """A hand-made 200-byte grayscale TIFF claiming 60000x60000 with one 16-byte strip."""
-    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
-               (273, 4, 1, 8), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, 16)]
-    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + struct.pack("<I", 0)
-    return b"II*\x00" + struct.pack("<I", 24) + b"\x00" * 16 + ifd
-
-
-def webp_header_bomb() -> bytes:
-    """A lossless WebP whose VP8L header claims 16384x16384 (the format's maximum)."""
-    data = bytearray(encode(Image.new("RGBA", (8, 8)), "WEBP", lossless=True))
-    assert data[12:16] == b"VP8L" and data[20] == 0x2F
-    bits = struct.unpack_from("<I", data, 21)[0]
-    struct.pack_into("<I", data, 21, (bits & ~0xFFFFFFF) | 16383 | (16383 << 14))
-    return bytes(data)
-
-
-def png_rgb16(image: Image.Image) -> bytes:
-    """A 16-bit-per-channel RGB PNG (Pillow cannot write these, so build it by hand)."""
-    array = np.asarray(image.convert("RGB"), np.uint16) * 257
-    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in array)
-    return png(array.shape[1], array.shape[0], 16, 2, zlib.compress(raw))
+# --- crafted files: bench/crafted.py ------------------------------------------------------------
 
 
 def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
