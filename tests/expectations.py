@@ -28,3 +28,20 @@ EXPECTED = {
 
 # Events whose photo is the cat: the top-1 label must be a domestic cat class.
 CAT_EVENTS = ("url.json", "base64.json", "rest-url.json", "rest-binary.json", "httpapi-base64.json", "httpapi-binary.json")
+
+
+def check_event_response(name: str, status: int, body: dict, labels) -> None:
+    """Assert that fixture ``name`` got its expected status and code (no traceback), and that a cat
+    photo's top-1 label is one of the domestic cats among ``labels`` (the model card's labels)."""
+    import json
+
+    from support import CAT_CLASS_INDICES
+
+    expected_status, expected_code = EXPECTED[name]
+    assert status == expected_status, body
+    if expected_code:
+        assert body["error"]["code"] == expected_code
+        assert "Traceback" not in json.dumps(body)
+    if name in CAT_EVENTS:
+        cat_labels = {labels[i] for i in CAT_CLASS_INDICES}
+        assert body["predictions"][0]["label"] in cat_labels, body["predictions"]
