@@ -13,6 +13,12 @@ from .errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaErr
 
 # Formats Pillow may try; anything else is refused before a decoder runs.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+# Register exactly these decoders at cold start. Left to Image.open, the first request would
+# import them (~9 ms), and the first WebP/GIF/BMP/TIFF one would import every plugin Pillow has.
+from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: E402,F401,I001
+
+Image.preinit()
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 

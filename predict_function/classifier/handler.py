@@ -5,16 +5,20 @@
 
 from __future__ import annotations
 
-from .app import Handler, make_handler
-from .fetch import FetchPolicy, fetch_url
 from .model import Classifier
 from .settings import Settings
 
 
-def cold_start() -> Handler:
+def cold_start():
     settings = Settings.from_env()
-    classifier = Classifier.load(settings.model_path, settings.ort_intra_op_threads)
+    loading = Classifier.load_in_background(settings.model_path, settings.ort_intra_op_threads)
+    # While onnxruntime builds the session and runs its warm-up (mostly outside the GIL), import
+    # the rest of the pipeline (urllib3, Powertools, ...) instead of doing it afterwards.
+    from .app import make_handler
+    from .fetch import FetchPolicy, fetch_url
+
     policy = FetchPolicy.from_settings(settings)
+    classifier = loading.result()  # a model that cannot load fails the cold start here
 
     def fetch(url: str, deadline: float) -> bytes:
         return fetch_url(url, policy, deadline=deadline)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -50,14 +52,36 @@ class Classifier:
         self._check_card()
 
     @classmethod
-    def load(cls, path: str, intra_op_threads: int = 0) -> "Classifier":
+    def load(cls, path: str, intra_op_threads: int = 0, warm_up: bool = False) -> "Classifier":
         if not os.path.isfile(path):
             raise ModelLoadError(f"model file not found: {path} (set MODEL_PATH or copy the model into the image)")
         session = ort.InferenceSession(
             path, sess_options=session_options(intra_op_threads), providers=["CPUExecutionProvider"]
         )
         card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
-        return cls(session, card)
+        classifier = cls(session, card)
+        if warm_up:
+            classifier.warm_up()
+        return classifier
+
+    @classmethod
+    def load_in_background(cls, path: str, intra_op_threads: int = 0) -> "Loading":
+        """Start :meth:`load` (with a warm-up run) on a thread; ``.result()`` waits for it.
+
+        onnxruntime builds the session and runs inference mostly outside the GIL, so the
+        caller can import the rest of the function meanwhile instead of after it.
+        """
+        return Loading(lambda: cls.load(path, intra_op_threads, warm_up=True))
+
+    def warm_up(self) -> None:
+        """One inference on a blank image, so the first request does not pay for first-run
+        allocations; a model that cannot run on its own declared input fails here, at cold start."""
+        pre = self.card.preprocessing
+        shape = (1, 3, pre.height, pre.width) if pre.layout == "NCHW" else (1, pre.height, pre.width, 3)
+        try:
+            self.session.run([self.output_name], {self.input_name: np.zeros(shape, dtype=np.float32)})
+        except Exception as exc:  # onnxruntime raises its own types; fail the cold start with ours
+            raise ModelLoadError(f"the model failed a warm-up inference on a {shape} float32 input: {exc}") from exc
 
     def _check_card(self) -> None:
         """Fail the cold start, not a request, when the card cannot fit the graph."""
@@ -88,3 +112,27 @@ class Classifier:
         labels = self.card.labels if len(self.card.labels) == len(scores) else [f"class_{i}" for i in range(len(scores))]
         order = np.argsort(-scores, kind="stable")[: max(1, k)]
         return [Prediction(labels[i], float(scores[i])) for i in order]
+
+
+class Loading:
+    """A model loading on a background thread; :meth:`result` returns it or re-raises its error."""
+
+    def __init__(self, load: Callable[[], Classifier]) -> None:
+        self._load = load
+        self._classifier: Classifier | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="model-load", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._classifier = self._load()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+            self._error = exc
+
+    def result(self) -> Classifier:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._classifier is not None
+        return self._classifier

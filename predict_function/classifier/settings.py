@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Mapping
@@ -20,8 +21,11 @@ MAX_REDIRECTS = "MAX_REDIRECTS"
 ORT_INTRA_OP_THREADS = "ORT_INTRA_OP_THREADS"
 CORS_ALLOW_ORIGIN = "CORS_ALLOW_ORIGIN"
 
-# Set by Lambda (and by the base image): where the function's code and model live.
+# Set by Lambda (and by the base image): where the function's code and model live, and its memory.
 LAMBDA_TASK_ROOT = "LAMBDA_TASK_ROOT"
+LAMBDA_MEMORY_SIZE = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+# Lambda gives one vCPU's worth of CPU time per 1769 MB of memory (and shows 2 CPUs up to 3008 MB).
+MB_PER_VCPU = 1769
 DEFAULT_MODEL_RELATIVE_PATH = os.path.join("model", "model.onnx")
 
 
@@ -31,6 +35,15 @@ def _flag(value: str | None) -> bool:
 
 def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip().lower() for item in (value or "").split(",") if item.strip())
+
+
+def default_intra_op_threads(memory_mb: int | None, cpus: int) -> int:
+    """onnxruntime threads for the CPU Lambda grants at ``memory_mb``: one per started vCPU's
+    worth of CPU time, never more than the CPUs the sandbox shows (all of them off Lambda)."""
+    cpus = max(1, cpus)
+    if not memory_mb or memory_mb <= 0:
+        return cpus
+    return max(1, min(cpus, math.ceil(memory_mb / MB_PER_VCPU)))
 
 
 def _default_model_path(env: Mapping[str, str]) -> str:
@@ -50,7 +63,7 @@ class Settings:
     fetch_connect_timeout: float = 3.0
     fetch_read_timeout: float = 10.0
     max_redirects: int = 3
-    ort_intra_op_threads: int = 0  # 0: one thread per available CPU
+    ort_intra_op_threads: int = 0  # 0: one thread per available CPU (from_env resolves it from the memory size)
     cors_allow_origin: str = ""  # Access-Control-Allow-Origin on API responses; "" = no CORS header
 
     @classmethod
@@ -68,7 +81,9 @@ class Settings:
                 fetch_connect_timeout=float(env.get(FETCH_CONNECT_TIMEOUT, 3.0)),
                 fetch_read_timeout=float(env.get(FETCH_READ_TIMEOUT, 10.0)),
                 max_redirects=int(env.get(MAX_REDIRECTS, 3)),
-                ort_intra_op_threads=int(env.get(ORT_INTRA_OP_THREADS, 0)),
+                ort_intra_op_threads=int(env.get(ORT_INTRA_OP_THREADS) or 0) or default_intra_op_threads(
+                    int(env.get(LAMBDA_MEMORY_SIZE) or 0), len(os.sched_getaffinity(0))
+                ),
                 cors_allow_origin=(env.get(CORS_ALLOW_ORIGIN) or "").strip(),
             )
         except ValueError as exc:

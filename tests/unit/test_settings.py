@@ -1,0 +1,39 @@
+"""Frozen settings: onnxruntime threads follow the CPU Lambda grants at the configured memory."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from classifier.settings import Settings, default_intra_op_threads
+
+
+@pytest.mark.parametrize(
+    "memory_mb, cpus, threads",
+    [
+        (512, 2, 1),
+        (1769, 2, 1),  # exactly one vCPU's worth of CPU time
+        (1770, 2, 2),
+        (2048, 2, 2),  # the template's default
+        (3008, 2, 2),
+        (10240, 6, 6),  # ceil(5.8)
+        (10240, 2, 2),  # never more than the CPUs the sandbox shows
+        (None, 4, 4),  # off Lambda: every CPU
+        (0, 3, 3),
+        (2048, 0, 1),
+    ],
+)
+def test_default_threads(memory_mb, cpus, threads):
+    assert default_intra_op_threads(memory_mb, cpus) == threads
+
+
+def test_from_env_resolves_threads_from_the_lambda_memory_size():
+    cpus = len(os.sched_getaffinity(0))
+    assert Settings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"}).ort_intra_op_threads == 1
+    assert Settings.from_env({}).ort_intra_op_threads == cpus
+    explicit = {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024", "ORT_INTRA_OP_THREADS": "3"}
+    assert Settings.from_env(explicit).ort_intra_op_threads == 3
+    assert Settings.from_env({"ORT_INTRA_OP_THREADS": "0"}).ort_intra_op_threads == cpus
+    with pytest.raises(ValueError, match="invalid function setting"):
+        Settings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "lots"})
