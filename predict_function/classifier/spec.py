@@ -192,15 +192,32 @@ def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
     size = (spec.width, spec.height)
     if box is not None or image.size != size:
         image = image.resize(size, RESAMPLE[spec.resize], box=box)
-    array = np.asarray(image, dtype=np.float32)  # H, W, 3 in RGB
+    return normalise(np.asarray(image), spec)
+
+
+def normalise(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """uint8 H x W x 3 RGB pixels -> ``(pixel * scale - mean) / std`` as the float32 batch of one.
+
+    Three in-place float32 passes straight into the output layout (no float64, no temporary
+    arrays, no final transposing copy): bit-identical to the straightforward formula.
+    """
+    height, width = pixels.shape[:2]
     if spec.channel_order == "BGR":
-        array = array[..., ::-1]
+        pixels = pixels[..., ::-1]
     mean = np.asarray(spec.mean, dtype=np.float32)
     inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)
-    array = (array * np.float32(spec.scale) - mean) * inv_std
     if spec.layout == "NCHW":
-        array = array.transpose(2, 0, 1)
-    return np.ascontiguousarray(array[np.newaxis], dtype=np.float32)
+        out = np.empty((1, 3, height, width), dtype=np.float32)
+        view = out[0]
+        source = pixels.transpose(2, 0, 1)
+        mean, inv_std = mean[:, None, None], inv_std[:, None, None]
+    else:
+        out = np.empty((1, height, width, 3), dtype=np.float32)
+        view, source = out[0], pixels
+    np.multiply(source, np.float32(spec.scale), out=view, dtype=np.float32)
+    np.subtract(view, mean, out=view)
+    np.multiply(view, inv_std, out=view)
+    return out
 
 
 def activate(raw: np.ndarray, activation: str) -> np.ndarray:

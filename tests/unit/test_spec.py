@@ -82,6 +82,23 @@ def test_normalisation_matches_the_formula():
     np.testing.assert_allclose(got[0], expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+@pytest.mark.parametrize("preset", sorted(NORMALIZATION_PRESETS))
+def test_normalisation_is_bit_identical_to_the_plain_float32_formula(layout, order, preset):
+    # The in-place passes must give exactly what the straightforward float32 expression gives.
+    pixels = np.random.default_rng(7).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    scale, mean, std = NORMALIZATION_PRESETS[preset]
+    spec = Preprocessing(height=12, width=10, scale=scale, mean=mean, std=std, layout=layout, channel_order=order)
+    got = preprocess(Image.fromarray(pixels), spec)
+    plain = pixels.astype(np.float32)[..., ::-1] if order == "BGR" else pixels.astype(np.float32)
+    plain = (plain * np.float32(scale) - np.asarray(mean, np.float32)) * (np.float32(1.0) / np.asarray(std, np.float32))
+    if layout == "NCHW":
+        plain = plain.transpose(2, 0, 1)
+    assert got.dtype == np.float32 and got.flags["C_CONTIGUOUS"] and got.shape == (1, *plain.shape)
+    np.testing.assert_array_equal(got[0], plain)
+
+
 def test_bgr_reverses_channels():
     image = gradient(8, 8)
     rgb = preprocess(image, Preprocessing(height=8, width=8))
