@@ -7,9 +7,10 @@ import warnings
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
+from .spec import SOURCE_GRID_KEY, SourceGrid
 
 # Formats Pillow may try; anything else is refused before a decoder runs.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -20,6 +21,17 @@ from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin,
 
 Image.preinit()
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+# EXIF orientation -> what ImageOps.exif_transpose does to the axes: (swaps them, reverses the
+# upright x axis, reverses the upright y axis). Other values: exif_transpose leaves the image.
+_ORIENTATION_AXES = {
+    2: (False, True, False),  # FLIP_LEFT_RIGHT
+    3: (False, True, True),  # ROTATE_180
+    4: (False, False, True),  # FLIP_TOP_BOTTOM
+    5: (True, False, False),  # TRANSPOSE
+    6: (True, True, False),  # ROTATE_270 (90 degrees clockwise)
+    7: (True, True, True),  # TRANSVERSE
+    8: (True, False, True),  # ROTATE_90
+}
 
 
 def decode_image(
@@ -31,7 +43,9 @@ def decode_image(
     decompression bomb is refused cheaply; Pillow's own bomb guard stays on too.
     ``draft_size(width, height)`` gives the smallest size the caller needs: a JPEG is
     then decoded at the largest DCT reduction (1/2, 1/4, 1/8) that still covers it,
-    several times faster than a full decode of a phone photo.
+    several times faster than a full decode of a phone photo, and ``image.info`` carries a
+    ``spec.SourceGrid`` saying where the full-size image lies on the reduced pixels (so the
+    center crop is taken where a full decode would take it).
     """
     if not data:
         raise UnsupportedMediaError("the image is empty")
@@ -40,11 +54,18 @@ def decode_image(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             _check_pixels(image, max_pixels)
+            image.info.pop(SOURCE_GRID_KEY, None)  # only this function may set it
+            full_size = image.size
+            reduced = None
             if draft_size is not None:
-                image.draft(image.mode, draft_size(*image.size))  # only JPEG decoders act on it
+                reduced = image.draft(image.mode, draft_size(*full_size))  # only JPEG decoders act on it
             image.load()  # first frame only; reads the whole frame so truncation shows here
+            grid = _source_grid(image, full_size, reduced)  # before the orientation is consumed
             ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
-            return to_rgb(image)
+            image = to_rgb(image)
+            if grid is not None:
+                image.info[SOURCE_GRID_KEY] = grid
+            return image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLargeError(f"image has more than the {max_pixels} pixel limit") from exc
     except UnidentifiedImageError as exc:
@@ -63,6 +84,29 @@ def _check_pixels(image: Image.Image, max_pixels: int) -> None:
         raise PayloadTooLargeError(
             f"image is {width}x{height} pixels, over the {max_pixels} pixel limit"
         )
+
+
+def _source_grid(image: Image.Image, full_size: tuple[int, int], reduced: object) -> SourceGrid | None:
+    """Where the full-size upright image lies on a reduced decode, once EXIF-transposed."""
+    if not reduced or image.size == full_size:
+        return None
+    _, (_, _, reduced_width, _) = reduced  # draft() -> (mode, (0, 0, width / scale, height / scale))
+    scale = full_size[0] / reduced_width
+    # The decoded size is rounded up: the last column/row may cover less than ``scale`` pixels.
+    pad_x = image.width - full_size[0] / scale
+    pad_y = image.height - full_size[1] / scale
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)  # what exif_transpose reads
+    swap, reverse_x, reverse_y = _ORIENTATION_AXES.get(orientation, (False, False, False))
+    width, height = full_size[::-1] if swap else full_size
+    pad_x, pad_y = (pad_y, pad_x) if swap else (pad_x, pad_y)
+    return SourceGrid(
+        width=width,
+        height=height,
+        scale=scale,
+        decoded_size=(image.height, image.width) if swap else image.size,
+        offset_x=pad_x if reverse_x else 0.0,
+        offset_y=pad_y if reverse_y else 0.0,
+    )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

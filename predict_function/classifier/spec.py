@@ -167,8 +167,14 @@ def crop_box(width: int, height: int, crop_fraction: float | None) -> tuple[int,
 
 
 # A JPEG may be decoded at reduced size as long as the region preprocess reads keeps this many
-# times the model's resolution: on 27 real photos at 1-12 MP, top-1 always agreed with a full
-# decode and scores moved by at most 0.018 (1.25x headroom flipped one near-tie).
+# times the model's resolution. Measured against a full decode (crop + bicubic), the crop mapped
+# exactly onto the reduced pixels (source_box), on 256 JPEGs (16 skimage/sklearn photos at 8
+# sizes from 800x600 to 4000x3000, with and without sensor-like grain; 160 of them reduced):
+#   headroom 2.0:  max score change 0.058, median 0.0049; top-1 flipped on 6 near-ties (margins <= 0.063)
+#   headroom 1.5:  max 0.085, median 0.0064, 9 flips;  1.25: max 0.085, median 0.0100, 12 flips
+# For scale, a full decode with Pillow's reducing_gap=2 (box 2x before bicubic) flips 6 and
+# moves scores by up to 0.062 on the same set: this model reacts to sub-pixel filter changes on
+# near-ties, so headroom stays at 2.0. tests/functional/test_draft_parity.py keeps a fast subset.
 DRAFT_HEADROOM = 2.0
 
 
@@ -184,11 +190,52 @@ def draft_size(spec: Preprocessing, width: int, height: int, headroom: float = D
     return (min(width, math.ceil(width * scale)), min(height, math.ceil(height * scale)))
 
 
+@dataclass(frozen=True)
+class SourceGrid:
+    """Where the pixels of a reduced-size decode sit in the full-size upright image.
+
+    A JPEG decoded at 1/``scale`` (``Image.draft``) has pixel columns that each cover ``scale``
+    full-size columns; the last one may be partial (the decoded size is rounded up), which puts
+    the real image at an ``offset`` inside the decoded one once EXIF orientation flips that axis.
+    Full-size coordinate ``x`` is ``x / scale + offset_x`` in the decoded image. ``decoded_size``
+    is the size this holds for: an image cropped or resized afterwards no longer matches it.
+    """
+
+    width: int
+    height: int
+    scale: float
+    decoded_size: tuple[int, int]
+    offset_x: float = 0.0
+    offset_y: float = 0.0
+
+
+# Image.info key under which ``decode.decode_image`` leaves a ``SourceGrid`` for reduced decodes.
+SOURCE_GRID_KEY = "classifier.source_grid"
+
+
+def source_box(image: Image.Image, spec: Preprocessing) -> tuple[float, float, float, float] | None:
+    """The region of ``image`` that :func:`preprocess` resizes to the model's input, or None
+    for the whole image. For a reduced decode this is the center crop of the full-size image,
+    mapped onto the decoded pixels with fractional coordinates: computing the crop on the
+    reduced grid instead rounds it by up to one reduced pixel, a shift the model notices."""
+    grid = image.info.get(SOURCE_GRID_KEY)
+    if not isinstance(grid, SourceGrid) or grid.decoded_size != image.size:  # type-checked: info
+        return crop_box(image.width, image.height, spec.crop_fraction)  # also holds file metadata
+    box = crop_box(grid.width, grid.height, spec.crop_fraction) or (0, 0, grid.width, grid.height)
+    left, top, right, bottom = box
+    return (
+        left / grid.scale + grid.offset_x,
+        top / grid.scale + grid.offset_y,
+        right / grid.scale + grid.offset_x,
+        bottom / grid.scale + grid.offset_y,
+    )
+
+
 def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
     """An RGB Pillow image -> the float32 input tensor (batch of one) the model expects."""
     if image.mode != "RGB":
         raise SpecError(f"preprocess expects an RGB image, got mode {image.mode!r}")
-    box = crop_box(image.width, image.height, spec.crop_fraction)
+    box = source_box(image, spec)
     size = (spec.width, spec.height)
     if box is not None or image.size != size:
         image = image.resize(size, RESAMPLE[spec.resize], box=box)
