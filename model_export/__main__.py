@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Default model: python -m model_export.zoo command",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{keras,pytorch,check,show}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{keras,pytorch,check,show,quantize}")
 
     common = argparse.ArgumentParser(add_help=False)
     pre = common.add_argument_group("preprocessing used in training (recorded in the model card)")
@@ -73,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _check_options(out)
     out.add_argument("--quantize", choices=("static", "dynamic"), help="also write an INT8 model")
     out.add_argument("--quantized-output", help="where the INT8 model goes (default: OUTPUT with -int8 suffix)")
-    out.add_argument("--min-agreement", type=float, default=1.0,
-                     help="minimum INT8 vs fp32 top-1 agreement on the check photos (default 1.0 = all)")
+    _quant_options(common)
     common.add_argument("-v", "--verbose", action="store_true")
 
     keras = sub.add_parser("keras", parents=[common], help="convert a Keras .h5/.keras model (tf2onnx)")
@@ -91,7 +90,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="print the model card stored in an .onnx file")
     show.add_argument("model")
+
+    quant = sub.add_parser("quantize", help="write an INT8 copy of an exported .onnx (with its card), "
+                           "gated on top-1 agreement with it on the check photos")
+    quant.add_argument("model", help="the fp32 .onnx file written by this tool")
+    quant.add_argument("-o", "--output", required=True, help="the INT8 .onnx file to write")
+    quant.add_argument("--mode", choices=("static", "dynamic"), default="static", help="default static")
+    quant.add_argument("--images", nargs="*", default=[], help="extra check photos (besides the packaged ones)")
+    _quant_options(quant)
+    quant.add_argument("-v", "--verbose", action="store_true")
     return parser
+
+
+def _quant_options(parser) -> None:
+    from model_export.quantize import CALIBRATION_METHODS, FORMATS, QuantConfig
+
+    d = QuantConfig()
+    q = parser.add_argument_group("INT8 quantization (defaults: the best measured, model_export/README.md)")
+    q.add_argument("--min-agreement", type=float, default=1.0,
+                   help="minimum INT8 vs fp32 top-1 agreement on the check photos (default 1.0 = all)")
+    q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=d.method,
+                   help=f"static calibration (default {d.method})")
+    q.add_argument("--calibration-views", type=int, default=d.views,
+                   help=f"inputs per calibration photo: itself + random crops/flips (default {d.views})")
+    q.add_argument("--calibration-images", nargs="*", default=[],
+                   help="extra calibration photos (besides the packaged ones; keep them apart from --images)")
+    q.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default per channel)")
+    q.add_argument("--reduce-range", action="store_true", help="7-bit weights (default off)")
+    q.add_argument("--quant-format", choices=FORMATS, default=d.quant_format, help=f"default {d.quant_format}")
+    q.add_argument("--quant-exclude", nargs="*", default=[], metavar="NODE",
+                   help="node names to keep in fp32 (default none)")
+    q.add_argument("--quantized-version-suffix", default="-int8",
+                   help="appended to the card's version in the INT8 model (default -int8)")
+
+
+def _quant_config(args):
+    from model_export.quantize import QuantConfig
+
+    return QuantConfig(
+        method=args.calibration_method, views=args.calibration_views, per_channel=not args.per_tensor,
+        reduce_range=args.reduce_range, quant_format=args.quant_format, exclude=tuple(args.quant_exclude),
+    )
+
+
+def _write_quantized(args, fp32: Path, output: Path, mode: str) -> None:
+    from model_export.parity import sample_photos
+    from model_export.quantize import calibration_photos, quantize
+
+    report = quantize(fp32, output, sample_photos(args.images), mode=mode, min_agreement=args.min_agreement,
+                      calibration=calibration_photos(args.calibration_images), config=_quant_config(args),
+                      version_suffix=args.quantized_version_suffix)
+    print(report.table())
 
 
 def _check_options(group) -> None:
@@ -220,13 +269,16 @@ def export(args) -> int:
           f"via {path_used}, {time.perf_counter() - started:.1f} s): {card.name} v{card.version}, "
           f"{len(card.labels)} labels, activation {card.activation}")
     if args.quantize:
-        from model_export.parity import sample_photos
-        from model_export.quantize import quantize
-
         q_out = Path(args.quantized_output) if args.quantized_output else output.with_name(f"{output.stem}-int8.onnx")
-        q_report = quantize(output, q_out, sample_photos(args.images), mode=args.quantize,
-                            min_agreement=args.min_agreement)
-        print(q_report.table())
+        _write_quantized(args, output, q_out, args.quantize)
+    return 0
+
+
+def quantize_command(args) -> int:
+    output = Path(args.output)
+    if output.suffix != ".onnx":
+        raise ExportError(f"--output must end in .onnx, got {output}")
+    _write_quantized(args, Path(args.model), output, args.mode)
     return 0
 
 
@@ -260,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             return export(args)
         if args.command == "check":
             return check(args)
+        if args.command == "quantize":
+            return quantize_command(args)
         return show(args)
     except ParityError as exc:
         print(f"error: parity check failed, nothing written: {exc}", file=sys.stderr)

@@ -48,10 +48,13 @@ def photo_path(module: str, relative: str) -> Path:
     return Path(importlib.import_module(module).__file__).parent / relative
 
 
-def sample_photos(extra: Sequence[str | Path] = ()) -> list[tuple[str, Image.Image]]:
-    """Real RGB photos: those shipped by scikit-image / scikit-learn (when installed) plus ``extra``."""
+def sample_photos(
+    extra: Sequence[str | Path] = (), shipped: Sequence[tuple[str, str]] = PHOTOS
+) -> list[tuple[str, Image.Image]]:
+    """Real RGB photos: ``shipped`` (default :data:`PHOTOS`, from scikit-image / scikit-learn when
+    installed) plus ``extra`` files."""
     paths: list[Path] = []
-    for module, relative in PHOTOS:
+    for module, relative in shipped:
         try:
             path = photo_path(module, relative)
         except ImportError:

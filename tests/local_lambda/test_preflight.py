@@ -217,11 +217,12 @@ def test_dockerignore_that_excludes_the_model(project):
 
 def test_model_path_pointing_at_a_file_not_copied(project):
     template = project / "template.yaml"
-    _write(template, template.read_text().replace("MODEL_PATH: /var/task/model/model.onnx",
-                                                  "MODEL_PATH: /var/task/models/resnet50.onnx"))
+    # the default (ModelVariant=fp32) branch of MODEL_PATH's !If
+    _write(template, template.read_text().replace("/var/task/model/model.onnx]", "/var/task/models/resnet50.onnx]"))
     message = _only_failure(_preflight(project, "files"), "files")
     assert "MODEL_PATH=/var/task/models/resnet50.onnx (template/ENV) is not in the image" in message
-    assert "no resnet50.onnx in the build context" in message and "the image has /var/task/model/model.onnx" in message
+    assert "no resnet50.onnx in the build context" in message
+    assert "the image has /var/task/model/model-int8.onnx, /var/task/model/model.onnx" in message
 
 
 def test_handler_module_not_copied_and_a_module_left_out_by_dockerignore(project):

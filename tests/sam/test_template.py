@@ -56,7 +56,9 @@ def test_environment_names_the_settings_the_code_reads():
     }
     assert set(variables) <= known, set(variables) - known
     assert variables["ALLOW_PRIVATE_URLS"] == "false"
-    assert variables["MODEL_PATH"].startswith("/var/task/")
+    model_path = variables["MODEL_PATH"]  # !If [Int8Model, <int8 path>, <fp32 path>] (ModelVariant)
+    paths = model_path["Fn::If"][1:] if isinstance(model_path, dict) else [model_path]
+    assert paths and all(path.startswith("/var/task/") for path in paths), model_path
 
 
 def test_architecture_is_a_parameter():

@@ -324,3 +324,18 @@ def test_template_keeps_the_conditions_cloudformation_evaluates():
     assert conditions["ApiKeyRequired"] == {"Fn::Equals": [{"Ref": "RequireApiKey"}, "true"]}
     assert conditions["ConcurrencyReserved"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, 0]}]}
     assert conditions["CorsEnabled"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CorsAllowOrigin"}, ""]}]}
+
+
+# --- ModelVariant: which bundled model file the function serves ------------------------------
+
+
+@pytest.mark.parametrize("variant, filename", [(None, "model.onnx"), ("fp32", "model.onnx"), ("int8", "model-int8.onnx")])
+def test_model_variant_sets_model_path(variant, filename):
+    assert PARAMETERS["ModelVariant"]["AllowedValues"] == ["fp32", "int8"]
+    assert PARAMETERS["ModelVariant"]["Default"] == "fp32"
+    stack = translate(**({"ModelVariant": variant} if variant else {}))
+    variables = stack["Resources"]["PredictFunction"]["Properties"]["Environment"]["Variables"]
+    path = value(stack, variables["MODEL_PATH"])
+    assert path == f"/var/task/model/{filename}"
+    # the Dockerfile copies predict_function/model/ to /var/task/model/: the file must be there
+    assert (REPO / "predict_function" / "model" / filename).is_file()
