@@ -111,3 +111,13 @@ def test_quantize_command(tmp_path, capsys):
     assert main(["quantize", str(DEFAULT_MODEL), "-o", str(tmp_path / "x.onnx"), "--calibration-views", "0"]) == 2
     assert main(["quantize", str(DEFAULT_MODEL), "-o", str(tmp_path / "x.onnx"), "--min-agreement", "1.01"]) == 1
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_bench_int8_prints_the_documented_numbers(capsys):
+    from bench.int8 import main as bench_main
+
+    assert bench_main(["--rounds", "3"]) == 0
+    out = capsys.readouterr().out
+    shipped = next(line for line in out.splitlines() if line.startswith("model-int8.onnx (1-int8)"))
+    assert "7/7" in shipped and "81/84" in shipped, out  # model_export/README.md "INT8 variant"
+    assert "int8/fp32 = " in out and "int8 5.2 MB" in out
