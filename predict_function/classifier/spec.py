@@ -174,7 +174,8 @@ def crop_box(width: int, height: int, crop_fraction: float | None) -> tuple[int,
 #   headroom 1.5:  max 0.085, median 0.0064, 9 flips;  1.25: max 0.085, median 0.0100, 12 flips
 # For scale, a full decode with Pillow's reducing_gap=2 (box 2x before bicubic) flips 6 and
 # moves scores by up to 0.062 on the same set: this model reacts to sub-pixel filter changes on
-# near-ties, so headroom stays at 2.0. tests/functional/test_draft_parity.py keeps a fast subset.
+# near-ties, so headroom stays at 2.0. Reproduce: `python -m bench.draft_accuracy`;
+# tests/functional/test_draft_parity.py keeps a fast subset.
 DRAFT_HEADROOM = 2.0
 
 
