@@ -11,9 +11,9 @@ from .settings import Settings
 
 def cold_start():
     settings = Settings.from_env()
-    loading = Classifier.load_in_background(settings.model_path, settings.ort_intra_op_threads)
-    # While onnxruntime builds the session and runs its warm-up (mostly outside the GIL), import
-    # the rest of the pipeline (urllib3, Powertools, ...) instead of doing it afterwards.
+    loading = Classifier.start_loading(settings.model_path, settings.ort_intra_op_threads, settings.cpus > 1)
+    # With a second CPU, onnxruntime builds the session (mostly outside the GIL) while the rest
+    # of the pipeline (urllib3, Powertools, ...) imports, instead of one after the other.
     from .app import make_handler
     from .fetch import FetchPolicy, fetch_url
 

@@ -37,9 +37,9 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip().lower() for item in (value or "").split(",") if item.strip())
 
 
-def default_intra_op_threads(memory_mb: int | None, cpus: int) -> int:
-    """onnxruntime threads for the CPU Lambda grants at ``memory_mb``: one per started vCPU's
-    worth of CPU time, never more than the CPUs the sandbox shows (all of them off Lambda)."""
+def granted_cpus(memory_mb: int | None, cpus: int) -> int:
+    """The CPUs worth using at ``memory_mb``: one per started vCPU's worth of CPU time that
+    Lambda grants, never more than the CPUs the sandbox shows (all of them off Lambda)."""
     cpus = max(1, cpus)
     if not memory_mb or memory_mb <= 0:
         return cpus
@@ -63,13 +63,15 @@ class Settings:
     fetch_connect_timeout: float = 3.0
     fetch_read_timeout: float = 10.0
     max_redirects: int = 3
-    ort_intra_op_threads: int = 0  # 0: one thread per available CPU (from_env resolves it from the memory size)
+    cpus: int = 1  # CPUs worth using at the configured memory (granted_cpus)
+    ort_intra_op_threads: int = 0  # 0: one thread per available CPU; from_env defaults it to ``cpus``
     cors_allow_origin: str = ""  # Access-Control-Allow-Origin on API responses; "" = no CORS header
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         try:
+            cpus = granted_cpus(int(env.get(LAMBDA_MEMORY_SIZE) or 0), len(os.sched_getaffinity(0)))
             return cls(
                 model_path=env.get(MODEL_PATH) or _default_model_path(env),
                 default_top_k=int(env.get(DEFAULT_TOP_K, 5)),
@@ -81,9 +83,8 @@ class Settings:
                 fetch_connect_timeout=float(env.get(FETCH_CONNECT_TIMEOUT, 3.0)),
                 fetch_read_timeout=float(env.get(FETCH_READ_TIMEOUT, 10.0)),
                 max_redirects=int(env.get(MAX_REDIRECTS, 3)),
-                ort_intra_op_threads=int(env.get(ORT_INTRA_OP_THREADS) or 0) or default_intra_op_threads(
-                    int(env.get(LAMBDA_MEMORY_SIZE) or 0), len(os.sched_getaffinity(0))
-                ),
+                cpus=cpus,
+                ort_intra_op_threads=int(env.get(ORT_INTRA_OP_THREADS) or 0) or cpus,
                 cors_allow_origin=(env.get(CORS_ALLOW_ORIGIN) or "").strip(),
             )
         except ValueError as exc:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from classifier.settings import Settings, default_intra_op_threads
+from classifier.settings import Settings, granted_cpus
 
 
 @pytest.mark.parametrize(
@@ -24,16 +24,18 @@ from classifier.settings import Settings, default_intra_op_threads
         (2048, 0, 1),
     ],
 )
-def test_default_threads(memory_mb, cpus, threads):
-    assert default_intra_op_threads(memory_mb, cpus) == threads
+def test_granted_cpus(memory_mb, cpus, threads):
+    assert granted_cpus(memory_mb, cpus) == threads
 
 
-def test_from_env_resolves_threads_from_the_lambda_memory_size():
+def test_from_env_resolves_cpus_and_threads_from_the_lambda_memory_size():
     cpus = len(os.sched_getaffinity(0))
-    assert Settings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"}).ort_intra_op_threads == 1
+    small = Settings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"})
+    assert (small.cpus, small.ort_intra_op_threads) == (1, 1)
+    assert Settings.from_env({}).cpus == cpus
     assert Settings.from_env({}).ort_intra_op_threads == cpus
-    explicit = {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024", "ORT_INTRA_OP_THREADS": "3"}
-    assert Settings.from_env(explicit).ort_intra_op_threads == 3
+    explicit = Settings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024", "ORT_INTRA_OP_THREADS": "3"})
+    assert (explicit.cpus, explicit.ort_intra_op_threads) == (1, 3)
     assert Settings.from_env({"ORT_INTRA_OP_THREADS": "0"}).ort_intra_op_threads == cpus
     with pytest.raises(ValueError, match="invalid function setting"):
         Settings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "lots"})
