@@ -4,7 +4,7 @@
   ``python -m local_lambda stage`` does), with the template's environment plus
   ``ALLOW_PRIVATE_URLS=true`` and the image server's port in ``ALLOWED_PORTS``;
 * ``baseline``: bench/baseline/Dockerfile staged from a temporary build context under the build
-  directory (hard links to predict_function/requirements.txt and predict_function/model/, next to
+  directory (hard links to predict_function/requirements.txt and predict_function/model/model.onnx, next to
   bench/baseline/app.py and Dockerfile), with the same memory size and timeout.
 
 Both stage into ``<build_dir>/stage/<Function>/task`` (not .build/local_lambda, which the test suite
@@ -80,9 +80,8 @@ def baseline_context(build_dir: Path) -> Path:
     for name in ("Dockerfile", "app.py"):
         _link_or_copy(REPO / "bench" / "baseline" / name, context / name)
     _link_or_copy(REPO / "predict_function" / "requirements.txt", context / "requirements.txt")
-    for model_file in sorted((REPO / "predict_function" / "model").iterdir()):
-        if model_file.is_file():
-            _link_or_copy(model_file, context / "model" / model_file.name)
+    # The tutorial ships one model: the default fp32 one (not the INT8 variant beside it).
+    _link_or_copy(REPO / "predict_function" / "model" / "model.onnx", context / "model" / "model.onnx")
     return context
 
 

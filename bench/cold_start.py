@@ -1,0 +1,123 @@
+"""Cold start of the handler code at two git revisions, in fresh Python 3.12 processes.
+
+    python -m bench.cold_start                      # the work tree vs HEAD~1, 2 CPUs and 1 CPU
+    python -m bench.cold_start --against f38bc97 --runs 20
+
+Each run is a fresh ``<runtime python>`` (the function's, as staged by local_lambda) that imports
+``awslambdaric.bootstrap``, then ``classifier.handler`` (its ``cold_start()``: settings, model,
+fetch policy) and serves one 1 MP JPEG as base64 (the first request): what a cold start costs
+without the RIE's own start-up. Only ``predict_function/classifier`` differs between the variants;
+dependencies and model come from one staged task root. Runs alternate between the variants; the
+"1 CPU" column pins each process to one CPU with ``taskset`` (Lambda at <= 1769 MB has one vCPU's
+worth of CPU time). Prints medians and the ratio; compare ratios, not milliseconds, across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.functions import DEFAULT_CACHE  # noqa: E402
+from bench.images import make_images  # noqa: E402
+
+_CHILD = """
+import base64, contextlib, io, json, sys, time
+started = time.perf_counter()
+import awslambdaric.bootstrap  # what the runtime imports before the handler
+sys.path.insert(0, sys.argv[1])
+import classifier.handler as handler
+imported = time.perf_counter()
+
+class Context:
+    aws_request_id = "bench"
+    function_name = "bench"
+    memory_limit_in_mb = 2048
+    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:bench"
+    def get_remaining_time_in_millis(self):
+        return 20000
+
+event = {"image": base64.b64encode(open(sys.argv[2], "rb").read()).decode()}
+with contextlib.redirect_stdout(io.StringIO()):  # the request's JSON log line
+    reply = handler.lambda_handler(event, Context())
+served = time.perf_counter()
+assert reply.get("predictions"), reply
+print(json.dumps({"import_ms": (imported - started) * 1e3, "first_request_ms": (served - started) * 1e3}))
+"""
+
+
+def _variant_from_git(revision: str, into: Path) -> Path:
+    archive = subprocess.run(["git", "archive", revision, "predict_function/classifier"], cwd=REPO,
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "predict_function"
+
+
+def _staged_task_root(build_dir: Path) -> tuple[Path, Path]:
+    from local_lambda import stage
+
+    staged = stage(REPO / "predict_function" / "Dockerfile", REPO / "predict_function", build_dir=build_dir,
+                   function_name="ColdStart", lint=False, cache_dir=DEFAULT_CACHE)
+    return Path(staged.task_root), Path(staged.runtime_python)
+
+
+def measure(variants: Dict[str, Path], task_root: Path, python: Path, image: Path, runs: int,
+            pin_one_cpu: bool) -> Dict[str, Dict[str, List[float]]]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": str(task_root),
+           "LAMBDA_TASK_ROOT": str(task_root), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
+    prefix = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] if pin_one_cpu else []
+    names = list(variants)
+    out: Dict[str, Dict[str, List[float]]] = {n: {"import_ms": [], "first_request_ms": []} for n in names}
+    for i in range(runs):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            result = subprocess.run([*prefix, str(python), "-c", _CHILD, str(variants[name]), str(image)],
+                                    env=env, cwd=str(task_root), capture_output=True, text=True, timeout=120)
+            if result.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+            for key, value in json.loads(result.stdout.strip().splitlines()[-1]).items():
+                out[name][key].append(value)
+    return out
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cold_start", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--against", default="HEAD~1", help="git revision to compare the work tree with (default HEAD~1)")
+    parser.add_argument("--runs", type=int, default=14, help="fresh processes per variant and CPU setting (default 14)")
+    parser.add_argument("--build-dir", type=Path, default=REPO / ".build" / "bench")
+    args = parser.parse_args(argv)
+    images = make_images(args.build_dir / "images")
+    task_root, python = _staged_task_root(args.build_dir / "stage")
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = {"work tree": REPO / "predict_function",
+                    args.against: _variant_from_git(args.against, Path(tmp))}
+        if shutil.which("taskset") is None:
+            print("taskset not found: the 1-CPU column is skipped", file=sys.stderr)
+        settings = [("2 CPUs" if len(os.sched_getaffinity(0)) > 1 else "all CPUs", False)]
+        if shutil.which("taskset"):
+            settings.append(("1 CPU", True))
+        print(f"cold start = import awslambdaric + classifier.handler + first 1 MP base64 request; "
+              f"{args.runs} fresh processes per cell, medians (ms)")
+        for label, pin in settings:
+            result = measure(variants, task_root, python, Path(images["jpeg_1mp"].path), args.runs, pin)
+            medians = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in result.items()}
+            base = medians[args.against]["first_request_ms"]
+            for name, m in medians.items():
+                print(f"  {label:8s} {name:>12s}: init {m['import_ms']:6.1f}   init + first request {m['first_request_ms']:6.1f}"
+                      f"   ({m['first_request_ms'] / base:.3f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
