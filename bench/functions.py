@@ -61,6 +61,10 @@ class StagedFunction:
         """The exact environment the runtime process gets (for the floor/import subprocesses)."""
         return self.emulator().environment()
 
+    def model_path(self) -> Path:
+        """The model the function serves (its MODEL_PATH, else the default one)."""
+        return Path(self.environment().get("MODEL_PATH") or self.task_root / "model" / "model.onnx")
+
 
 def _link_or_copy(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -85,12 +89,14 @@ def baseline_context(build_dir: Path) -> Path:
     return context
 
 
-def stage_functions(build_dir: Path, image_port: int, cache_dir: Optional[Path] = None) -> Dict[str, StagedFunction]:
+def stage_functions(build_dir: Path, image_port: int, cache_dir: Optional[Path] = None,
+                    parameters: Optional[Dict[str, str]] = None) -> Dict[str, StagedFunction]:
+    """``parameters``: template parameter overrides for ours (e.g. ``{"ModelVariant": "int8"}``)."""
     build_dir = Path(build_dir).resolve()
     cache = Path(cache_dir or os.environ.get("LOCAL_LAMBDA_CACHE_DIR") or DEFAULT_CACHE).resolve()
     stage_dir = build_dir / "stage"
 
-    fn = read_function(REPO / "template.yaml", "PredictFunction")
+    fn = read_function(REPO / "template.yaml", "PredictFunction", parameter_overrides=parameters or None)
     staged = stage(fn.dockerfile, fn.context, build_dir=stage_dir, function_name=fn.logical_id, cache_dir=cache)
     handler = fn.handler_override or staged.handler
     overrides = {fn.logical_id: {"ALLOW_PRIVATE_URLS": "true", "ALLOWED_PORTS": f"80,443,{image_port}"}}

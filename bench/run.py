@@ -138,7 +138,7 @@ def _stage_timings(logs: str) -> Dict[str, Dict[str, List[float]]]:
 # floor ------------------------------------------------------------------------------------------
 def run_floor(fn: StagedFunction, images: Dict[str, TestImage], repeats: int) -> dict:
     config = {"images": {k: images[k].path for k in IMAGE_KEYS}, "repeats": repeats,
-              "model_path": str(fn.task_root / "model" / "model.onnx")}
+              "model_path": str(fn.model_path())}
     result = subprocess.run([str(fn.runtime_python), str(FLOOR_SCRIPT), json.dumps(config)], cwd=str(fn.task_root),
                             env=fn.environment(), capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
@@ -177,7 +177,7 @@ def _latency(values: List[float]) -> dict:
 
 def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path = DEFAULT_BUILD_DIR,
                   cache_dir: Optional[Path] = None, with_base64: bool = True, init_profile_repeats: int = 3,
-                  null_invokes: int = 5, tensorflow: bool = True) -> dict:
+                  null_invokes: int = 5, tensorflow: bool = True, parameters: Optional[Dict[str, str]] = None) -> dict:
     build_dir = Path(build_dir).resolve()
     started = time.perf_counter()
     load_before = _loadavg()
@@ -186,7 +186,7 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
     with ImageServer() as server:
         inputs = make_inputs(images, server, with_base64)
         log("staging ours (predict_function/Dockerfile) and the baseline (bench/baseline/Dockerfile)")
-        functions = stage_functions(build_dir, server.port, cache_dir)
+        functions = stage_functions(build_dir, server.port, cache_dir, parameters)
         runs: Dict[str, List[dict]] = {name: [] for name in _FUNCTIONS}
         floors: List[dict] = []
         for i in range(sessions):  # interleaved, alternating which goes first; the floor between rounds
@@ -241,6 +241,8 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
             "memory_mb": functions[OURS].memory_mb,
             "sessions": sessions, "warm_rounds_per_session": warm, "floor_repeats": floor_repeats,
             "cold_start_input": COLD_START_INPUT,
+            "parameter_overrides": dict(parameters or {}),
+            "model_ours": functions[OURS].model_path().name,
             "seconds": None,
             "loadavg_1m_before_after": [load_before, _loadavg()],
             "definitions": report.DEFINITIONS,
@@ -294,6 +296,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--floor-repeats", type=int, help="repeats per floor measurement and round (default 8, --quick 4)")
     parser.add_argument("--no-base64", action="store_true", help="only URL inputs")
     parser.add_argument("--no-tensorflow", action="store_true", help="skip the tensorflow-cpu size comparison")
+    parser.add_argument("--parameter-overrides", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="template parameters for ours, e.g. ModelVariant=int8 (the baseline keeps the fp32 model)")
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="images, staged task roots (default .build/bench)")
     parser.add_argument("--cache-dir", type=Path, help="local_lambda dependency cache (default .build/local_lambda/cache)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default bench/results/latest.json)")
@@ -308,7 +312,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         results = run_benchmark(sessions, warm, floor_repeats, args.build_dir, args.cache_dir,
                                 with_base64=not args.no_base64, init_profile_repeats=2 if args.quick else 3,
-                                tensorflow=not args.no_tensorflow)
+                                tensorflow=not args.no_tensorflow,
+                                parameters=dict(p.split("=", 1) for p in args.parameter_overrides))
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
