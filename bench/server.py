@@ -1,18 +1,27 @@
-"""A loopback image server (127.0.0.1 only) for URL events."""
+"""A loopback image server (127.0.0.1 only) for URL events.
+
+``bandwidth_mbit`` (default None: as fast as loopback goes) paces every body to that many
+Mbit/s (10^6 bits), sent in pieces of at most 16 KiB, to look like a real network; it can be
+changed between requests.
+"""
 
 from __future__ import annotations
 
 import http.server
 import threading
-from typing import Dict, Tuple
+import time
+from typing import Dict, Optional, Tuple
+
+PACED_PIECE = 16 * 1024
 
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 
 
 class ImageServer:
-    def __init__(self) -> None:
+    def __init__(self, bandwidth_mbit: Optional[float] = None) -> None:
         self.files: Dict[str, Tuple[bytes, str]] = {}
         self.requests = 0
+        self.bandwidth_mbit = bandwidth_mbit
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -30,7 +39,10 @@ class ImageServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Connection", "close")
                 self.end_headers()
-                self.wfile.write(body)
+                if server.bandwidth_mbit:
+                    _paced(self.wfile, body, server.bandwidth_mbit * 1e6 / 8)
+                else:
+                    self.wfile.write(body)
                 self.close_connection = True
 
             def log_message(self, *args) -> None:
@@ -55,3 +67,15 @@ class ImageServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _paced(out, body: bytes, bytes_per_second: float) -> None:
+    """Write ``body`` no faster than ``bytes_per_second``: each piece leaves once the link would
+    have carried its last byte, so the whole body takes ``len(body) / bytes_per_second``."""
+    started = time.perf_counter()
+    for start in range(0, len(body), PACED_PIECE):
+        due = started + min(start + PACED_PIECE, len(body)) / bytes_per_second
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        out.write(body[start : start + PACED_PIECE])

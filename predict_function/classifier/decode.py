@@ -1,15 +1,15 @@
-"""Image bytes -> an upright RGB Pillow image, within format and pixel limits."""
+"""Image bytes, or a body still downloading -> an upright RGB image, within format and pixel limits."""
 
 from __future__ import annotations
 
 import io
 import warnings
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
+from .errors import ClassifierError, CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
 from .spec import SOURCE_GRID_KEY, SourceGrid
 
 # Formats Pillow may try; anything else is refused before a decoder runs.
@@ -35,9 +35,15 @@ _ORIENTATION_AXES = {
 
 
 def decode_image(
-    data: bytes, max_pixels: int, draft_size: Callable[[int, int], tuple[int, int]] | None = None
+    data: bytes | BinaryIO, max_pixels: int, draft_size: Callable[[int, int], tuple[int, int]] | None = None
 ) -> Image.Image:
     """Decode the first frame, apply EXIF orientation, return an RGB image.
+
+    ``data`` is the image's bytes or a readable, seekable binary file such as a URL's body
+    still downloading (``fetch.Fetched``): Pillow reads a file in blocks (64 KiB) as it
+    decodes, so the decode overlaps the download and stops reading once the first frame is
+    decoded. Errors the file itself raises (``ClassifierError``: 413, 502, 504 from the
+    download) pass through unchanged; the caller closes the file.
 
     The pixel count is checked from the header before any pixel is decoded, so a
     decompression bomb is refused cheaply; Pillow's own bomb guard stays on too.
@@ -47,12 +53,14 @@ def decode_image(
     ``spec.SourceGrid`` saying where the full-size image lies on the reduced pixels (so the
     center crop is taken where a full decode would take it).
     """
-    if not data:
+    source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if not source.read(1):
         raise UnsupportedMediaError("the image is empty")
+    source.seek(0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            image = Image.open(source, formats=ALLOWED_FORMATS)
             _check_pixels(image, max_pixels)
             image.info.pop(SOURCE_GRID_KEY, None)  # only this function may set it
             full_size = image.size
@@ -66,6 +74,8 @@ def decode_image(
             if grid is not None:
                 image.info[SOURCE_GRID_KEY] = grid
             return image
+    except ClassifierError:  # ours (pixel limit), or the download's: never a corrupt image
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLargeError(f"image has more than the {max_pixels} pixel limit") from exc
     except UnidentifiedImageError as exc:

@@ -22,12 +22,20 @@ inside a VPC, private networks. ``fetch_url`` only ever talks to public addresse
    bounds DNS, connect, TLS, headers and body together: a watchdog shuts the socket down
    when it passes, so a server trickling bytes cannot hold the function.
 
+``fetch_url`` returns once the response headers are in: the body comes back as ``Fetched``,
+a read-only, seekable file that pulls bytes from the connection only when a read needs
+them (so a decoder can work while the rest is still arriving), under every rule above: a
+``Content-Length`` over the cap is refused before the first body byte, the count and the
+deadline apply to each pull, and a pull takes at most 64 KiB of what has already arrived.
+Closing it closes the connection: the rest of the body is never downloaded.
+
 ``ALLOW_PRIVATE_URLS=true`` (``allow_private_urls``) is the one switch that lets local tests
 and the emulator fetch from loopback (127.0.0.0/8, ::1, ``localhost``). It opens nothing
 else: private ranges, link-local (the instance metadata service) and the rest stay blocked.
 
-Only ``classifier.errors`` types leave ``fetch_url``; library exceptions are translated in
-one place (``_translate``). Messages never contain resolved addresses or library text.
+Only ``classifier.errors`` types leave ``fetch_url`` and ``Fetched``; library exceptions are
+translated in one place (``_boundary``, which both wrap, and its ``_translate``). Messages never
+contain resolved addresses or library text.
 
 HTTP is spoken by urllib3 (pinned: urllib3==2.8.0), used at the connection level so that
 it never resolves names, retries or follows redirects on its own.
@@ -36,7 +44,9 @@ it never resolves names, retries or follows redirects on its own.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import http.client
+import io
 import logging
 import re
 import socket
@@ -45,7 +55,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import urllib3
@@ -157,25 +167,6 @@ class FetchPolicy:
             context.verify_mode = ssl.CERT_REQUIRED
             self._ssl_context.append(context)
         return self._ssl_context[0]
-
-
-class Fetched(bytes):
-    """The downloaded body. It *is* the bytes (so ``data: bytes = fetch_url(...)`` holds)
-    and also carries the upstream ``content_type`` (the raw header value, or None)."""
-
-    content_type: str | None
-
-    def __new__(cls, data: bytes | bytearray, content_type: str | None = None) -> "Fetched":
-        obj = super().__new__(cls, data)
-        obj.content_type = content_type
-        return obj
-
-    @property
-    def data(self) -> bytes:
-        return self
-
-    def __repr__(self) -> str:
-        return f"Fetched(<{len(self)} bytes>, content_type={self.content_type!r})"
 
 
 @dataclass(frozen=True)
@@ -310,12 +301,8 @@ def check_url(url: str, policy: FetchPolicy, *, deadline: float | None = None) -
     called; nothing is connected to.
     """
     clock = _Deadline(time.monotonic() + policy.default_total_timeout if deadline is None else deadline)
-    try:
+    with _boundary(clock, _Hop()):
         return _check_url(url, policy, clock.at)
-    except ClassifierError:
-        raise
-    except Exception as exc:
-        raise _translate(exc, clock, _Hop()) from exc
 
 
 def _check_url(url: str, policy: FetchPolicy, deadline: float) -> Target:
@@ -534,8 +521,8 @@ def _request(target: Target, policy: FetchPolicy, clock: _Deadline) -> tuple[HTT
         raise
 
 
-def _read_body(response: Any, policy: FetchPolicy, clock: _Deadline) -> bytearray:
-    cap = policy.max_download_bytes
+def _check_body_headers(response: Any, cap: int) -> None:
+    """Refuse, before any body byte is read, a declared length over ``cap`` and compressed bodies."""
     declared = response.headers.get("Content-Length")
     if declared is not None:
         try:
@@ -547,17 +534,6 @@ def _read_body(response: Any, policy: FetchPolicy, clock: _Deadline) -> bytearra
     encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
     if encoding != "identity":
         raise UpstreamError("upstream sent a compressed body although identity encoding was requested")
-    body = bytearray()
-    while True:
-        clock.check()
-        chunk = response.read(_CHUNK, decode_content=False)
-        if not chunk:
-            break
-        body += chunk
-        if len(body) > cap:
-            raise PayloadTooLargeError(f"the image at the URL is larger than the {cap}-byte limit")
-    clock.check()
-    return body
 
 
 class _Hop:
@@ -567,34 +543,172 @@ class _Hop:
         self.redirects = 0
 
 
-def _fetch(url: str, policy: FetchPolicy, clock: _Deadline, hop: _Hop) -> Fetched:
+def _fetch(url: str, policy: FetchPolicy, clock: _Deadline, hop: _Hop) -> "Fetched":
     target = _check_url(url, policy, clock.at)
     while True:
         conn, response = _request(target, policy, clock)
         try:
             status = response.status
-            if status in _REDIRECT_STATUSES:
-                location = response.headers.get("Location")
-                if not location:
-                    raise UpstreamError(f"upstream answered HTTP {status} without a Location")
-                if hop.redirects >= policy.max_redirects:
-                    raise UpstreamError(f"too many redirects (the limit is {policy.max_redirects})")
-                hop.redirects += 1
-                next_url = urljoin(target.url, location.strip())
-                try:
-                    target = _check_url(next_url, policy, clock.at)
-                except BadRequestError as exc:
-                    raise UpstreamError(f"upstream redirected to an unusable URL: {exc.message}") from exc
-                except BlockedUrlError as exc:
-                    raise BlockedUrlError(f"redirect refused: {exc.message}") from exc
-                continue
-            if not 200 <= status < 300:
-                raise UpstreamError(f"upstream answered HTTP {status}")
-            body = _read_body(response, policy, clock)
-            return Fetched(body, response.headers.get("Content-Type"))
-        finally:
+            if status not in _REDIRECT_STATUSES:
+                if not 200 <= status < 300:
+                    raise UpstreamError(f"upstream answered HTTP {status}")
+                _check_body_headers(response, policy.max_download_bytes)
+                return Fetched(conn, response, clock, hop, policy.max_download_bytes)
+            location = response.headers.get("Location")
+            if not location:
+                raise UpstreamError(f"upstream answered HTTP {status} without a Location")
+            if hop.redirects >= policy.max_redirects:
+                raise UpstreamError(f"too many redirects (the limit is {policy.max_redirects})")
+            hop.redirects += 1
+            next_url = urljoin(target.url, location.strip())
+            try:
+                target = _check_url(next_url, policy, clock.at)
+            except BadRequestError as exc:
+                raise UpstreamError(f"upstream redirected to an unusable URL: {exc.message}") from exc
+            except BlockedUrlError as exc:
+                raise BlockedUrlError(f"redirect refused: {exc.message}") from exc
+        except BaseException:
             response.close()
             conn.close()
+            raise
+        response.close()  # the redirect's body is never read
+        conn.close()
+
+
+class Fetched(io.BufferedIOBase):
+    """The body of a fetched URL: a read-only, seekable binary file that downloads on demand.
+
+    ``read(n)`` returns ``n`` bytes unless the body ends first, like a file. Bytes are pulled
+    from the connection only when a read (or a read after a ``seek`` past them) needs them:
+    each pull takes what has already arrived, up to 64 KiB, and waits only if nothing has.
+    They are kept, so seeking back costs nothing. Every pull is checked as the whole-body
+    read was: the bytes received so far against ``max_download_bytes`` (413), the absolute
+    deadline and its watchdog (504), a body shorter than its ``Content-Length`` or a reset
+    connection (502). Only ``classifier.errors`` types are raised; after one, the body stays
+    failed and every later read raises it again.
+
+    ``close()`` (or leaving a ``with`` block) closes the connection and stops the watchdog;
+    bytes not asked for by then are never downloaded. The connection is also released as
+    soon as the body ends. ``received`` counts the bytes that have arrived, ``waited`` the
+    seconds reads spent pulling from the network, ``content_type`` is the upstream's raw
+    ``Content-Type`` (or None).
+    """
+
+    def __init__(self, conn: HTTPConnection, response: Any, clock: _Deadline, hop: _Hop, cap: int) -> None:
+        super().__init__()
+        self.content_type: str | None = response.headers.get("Content-Type")
+        self.waited = 0.0
+        self._conn: HTTPConnection | None = conn
+        self._response: Any = response
+        self._clock, self._hop, self._cap = clock, hop, cap
+        self._data = io.BytesIO()  # everything received so far; its position is the reader's
+        self._received = 0
+        self._readable = 0  # what reads may take without pulling: received, or -1 once failed
+        self._complete = False
+        self._failure: ClassifierError | None = None
+
+    @property
+    def received(self) -> int:
+        return self._received
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if not self._complete:
+            wanted = None if size is None or size < 0 else self._data.tell() + size
+            if wanted is None or wanted > self._readable:
+                self._fill(wanted)
+        return self._data.read(size)
+
+    read1 = read
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._complete:
+            self._fill(self._data.tell() + memoryview(buffer).nbytes)
+        return self._data.readinto(buffer)
+
+    readinto1 = readinto
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END and not self._complete:
+            self._fill(None)
+        return self._data.seek(offset, whence)  # past what has arrived: the next read pulls up to there
+
+    def tell(self) -> int:
+        return self._data.tell()
+
+    def close(self) -> None:
+        self._release()
+        self._data.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"Fetched(<{self.received} bytes received>, content_type={self.content_type!r})"
+
+    def _fill(self, wanted: int | None) -> None:
+        """Pull until ``wanted`` bytes have arrived (None: all of them) or the body has ended."""
+        if self._failure is not None:
+            raise self._failure
+        while self._response is not None and (wanted is None or self._received < wanted):
+            self._pull()
+
+    def _pull(self) -> None:
+        """Take what has arrived, up to 64 KiB (waiting only if nothing has): one socket read at most."""
+        started = time.perf_counter()
+        try:
+            with _boundary(self._clock, self._hop):
+                self._clock.check()
+                chunk = self._response.read1(_CHUNK, decode_content=False)
+                if not chunk:
+                    self._clock.check()
+                    self._complete = True
+                    self._release()
+                    # From now on the decoder reads the buffer directly: no Python call per read
+                    # (some parsers read a byte at a time, e.g. GIF between blocks).
+                    self.read = self.read1 = self._data.read  # type: ignore[method-assign]
+                    self.readinto = self.readinto1 = self._data.readinto  # type: ignore[method-assign]
+                    return
+                self._received = self._readable = self._received + len(chunk)
+                if self._received > self._cap:
+                    raise PayloadTooLargeError(f"the image at the URL is larger than the {self._cap}-byte limit")
+                position = self._data.tell()
+                self._data.seek(self._received - len(chunk))
+                self._data.write(chunk)
+                self._data.seek(position)
+        except ClassifierError as error:
+            self._failure, self._readable = error, -1
+            self._release()
+            raise
+        finally:
+            self.waited += time.perf_counter() - started
+
+    def _release(self) -> None:
+        response, conn, self._response, self._conn = self._response, self._conn, None, None
+        if response is not None:
+            response.close()
+        if conn is not None:
+            conn.close()
+        self._clock.close()
+
+
+@contextlib.contextmanager
+def _boundary(clock: _Deadline, hop: _Hop) -> Iterator[None]:
+    """The one boundary where library and OS exceptions become caller-facing errors: around
+    everything ``fetch_url`` does and around every pull of a ``Fetched`` body."""
+    try:
+        yield
+    except ClassifierError as exc:
+        if clock.fired and not isinstance(exc, (BlockedUrlError, BadRequestError, PayloadTooLargeError)):
+            raise UpstreamTimeoutError(
+                "fetching the URL took longer than the time left for this request"
+            ) from exc
+        raise
+    except Exception as exc:
+        raise _translate(exc, clock, hop) from exc
 
 
 def _translate(exc: BaseException, clock: _Deadline, hop: _Hop) -> ClassifierError:
@@ -620,9 +734,11 @@ def _translate(exc: BaseException, clock: _Deadline, hop: _Hop) -> ClassifierErr
 
 
 def fetch_url(url: str, policy: FetchPolicy, deadline: float | None = None) -> Fetched:
-    """Download ``url`` under ``policy`` before ``deadline`` (absolute ``time.monotonic()``).
+    """Open ``url`` under ``policy`` before ``deadline`` (absolute ``time.monotonic()``).
 
-    Returns the body as ``Fetched`` (a ``bytes`` with ``.content_type``). Raises only
+    Returns once the final response's headers are in, with its body as ``Fetched``: a file
+    that downloads as it is read, under the same cap and deadline. Close it (``with
+    fetch_url(...) as body:``). Raises, here or from the body's reads, only
     ``classifier.errors`` types: BadRequestError 400, BlockedUrlError 403,
     PayloadTooLargeError 413, UpstreamError 502, UpstreamTimeoutError 504, InternalError 500.
     """
@@ -631,15 +747,9 @@ def fetch_url(url: str, policy: FetchPolicy, deadline: float | None = None) -> F
     clock = _Deadline(deadline)
     hop = _Hop()
     try:
-        clock.check()
-        return _fetch(url, policy, clock, hop)
-    except ClassifierError as exc:
-        if clock.fired and not isinstance(exc, (BlockedUrlError, BadRequestError, PayloadTooLargeError)):
-            raise UpstreamTimeoutError(
-                "fetching the URL took longer than the time left for this request"
-            ) from exc
-        raise
-    except Exception as exc:
-        raise _translate(exc, clock, hop) from exc
-    finally:
+        with _boundary(clock, hop):
+            clock.check()
+            return _fetch(url, policy, clock, hop)
+    except BaseException:
         clock.close()
+        raise

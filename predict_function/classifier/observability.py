@@ -3,6 +3,15 @@
 Logs are JSON (Powertools ``Logger``); metrics use the embedded metric format
 (Powertools ``Metrics``): they are log lines too, so no API call is made.
 Never logged: image bytes, full URLs (only scheme and host), query strings.
+
+Timings (``timings_ms``, milliseconds): ``fetch``, ``decode``, ``preprocess``, ``inference``
+and ``total``. A URL's body is decoded while it downloads, so for URL inputs ``fetch`` is the
+time to the response headers (DNS, connect, TLS, redirects) plus the time the decoder's reads
+spent waiting for body bytes from the network, and ``decode`` is the rest of the decode stage:
+the decoder's own work (a decode that never waited is all ``decode``; a slow network shows up
+in ``fetch``, as before). For inline images ``fetch`` is ~0. ``image_bytes`` is the size of
+the inline image, or for a URL the bytes received before the decoder was done (the body, or
+less when it carries bytes past the image's end, which are not downloaded).
 """
 
 from __future__ import annotations

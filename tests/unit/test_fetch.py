@@ -3,8 +3,9 @@
 Rule of these tests: nothing ever connects to a non-loopback address. Blocked addresses are
 exercised through the injected resolver and a connector that records attempts and refuses
 anything but loopback; real HTTP(S) is served by servers these tests start on 127.0.0.1.
-An autouse fixture additionally makes ``socket.connect`` and ``socket.getaddrinfo`` refuse
-anything non-loopback, so a bug in the fetcher fails a test instead of sending traffic.
+An autouse fixture (``refuse_non_loopback``) additionally makes ``socket.connect`` and
+``socket.getaddrinfo`` refuse anything non-loopback, so a bug in the fetcher fails a test
+instead of sending traffic.
 """
 
 from __future__ import annotations
@@ -23,13 +24,11 @@ from classifier.settings import Settings
 
 from fetch_fixtures.helpers import (
     FakeResolver,
-    ForbiddenConnect,
     LoopbackOnlyConnector,
-    LoopbackServer,
     image,
-    is_loopback,
     make_tls_material,
     redirect,
+    refuse_non_loopback,
     send,
     trickle,
 )
@@ -45,39 +44,7 @@ EXEMPT_LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
 
 @pytest.fixture(autouse=True)
 def no_network_but_loopback(monkeypatch):
-    real_connect = socket.socket.connect
-    real_getaddrinfo = socket.getaddrinfo
-
-    def guarded_connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not is_loopback(address[0]):
-            raise ForbiddenConnect(f"connect to {address!r} attempted in a test")
-        return real_connect(self, address)
-
-    def guarded_getaddrinfo(host, *args, **kwargs):
-        try:
-            numeric = is_loopback(str(host))
-        except ValueError:
-            numeric = False
-        if not numeric:
-            raise ForbiddenConnect(f"real DNS lookup of {host!r} attempted in a test")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
-
-
-@pytest.fixture
-def server_factory():
-    servers = []
-
-    def make(routes, tls=None):
-        server = LoopbackServer(routes, tls=tls)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
+    refuse_non_loopback(monkeypatch)
 
 
 def make_policy(resolver=None, connector=None, **kwargs) -> FetchPolicy:
@@ -92,6 +59,12 @@ def make_policy(resolver=None, connector=None, **kwargs) -> FetchPolicy:
 
 def soon(seconds: float = 5.0) -> float:
     return time.monotonic() + seconds
+
+
+def fetch_all(url, policy, deadline=None) -> bytes:
+    """The whole body, as the fetcher delivered it before streaming: open, read to the end, close."""
+    with fetch_url(url, policy, deadline=deadline) as body:
+        return body.read()
 
 
 # --- API shape --------------------------------------------------------------------------------
@@ -121,15 +94,26 @@ def test_default_policy_is_closed():
     assert policy.max_redirects == 3
 
 
-def test_fetch_returns_bytes_with_content_type(server_factory):
+def test_fetch_returns_a_streaming_body_with_content_type(server_factory):
     server = server_factory({"/cat.png": image(PNG, "image/png")})
     resolver = FakeResolver({"img.example.com": ["127.0.0.1"]})
     policy = make_policy(resolver, allowed_ports=(server.port,), exempt_networks=EXEMPT_LOOPBACK)
-    data = fetch_url(f"http://img.example.com:{server.port}/cat.png", policy, deadline=soon())
-    assert isinstance(data, bytes) and isinstance(data, Fetched)
-    assert data == PNG and data.data == PNG
-    assert data.content_type == "image/png"
-    assert "bytes" in repr(data) and len(repr(data)) < 100
+    with fetch_url(f"http://img.example.com:{server.port}/cat.png", policy, deadline=soon()) as body:
+        assert isinstance(body, Fetched) and body.readable() and body.seekable()
+        assert body.content_type == "image/png"
+        assert body.received == 0  # headers only so far
+        assert body.read(8) == PNG[:8] and body.tell() == 8
+        assert body.seek(50) == 50 and body.read(10) == PNG[50:60]
+        assert body.seek(-4, 2) == len(PNG) - 4 and body.read() == PNG[-4:]
+        assert body.read(5) == b"" and body.seek(0) == 0
+        assert body.read() == PNG and body.received == len(PNG)
+        into = bytearray(12)
+        body.seek(2)
+        assert body.readinto(into) == 12 and bytes(into) == PNG[2:14]
+        assert "bytes" in repr(body) and len(repr(body)) < 100
+    assert body.closed
+    with pytest.raises(ValueError):
+        body.read(1)
     (request,) = server.requests
     assert request.headers["host"] == f"img.example.com:{server.port}"
     assert request.headers["accept-encoding"] == "identity"
@@ -191,13 +175,13 @@ def test_fetch_returns_bytes_with_content_type(server_factory):
 def test_malformed_urls_are_bad_requests(url):
     resolver, connector = FakeResolver(), LoopbackOnlyConnector()
     with pytest.raises(errors.BadRequestError):
-        fetch_url(url, make_policy(resolver, connector), deadline=soon())
+        fetch_all(url, make_policy(resolver, connector), deadline=soon())
     assert resolver.calls == [] and connector.attempts == []
 
 
 def test_non_string_url_is_a_bad_request():
     with pytest.raises(errors.BadRequestError):
-        fetch_url(None, make_policy(), deadline=soon())  # type: ignore[arg-type]
+        fetch_all(None, make_policy(), deadline=soon())  # type: ignore[arg-type]
 
 
 # --- blocked addresses: 403, nothing resolved or connected ----------------------------------------
@@ -235,7 +219,7 @@ BLOCKED_LITERAL_HOSTS = [
 def test_blocked_address_literals_never_resolve_or_connect(host):
     resolver, connector = FakeResolver(), LoopbackOnlyConnector()
     with pytest.raises(errors.BlockedUrlError) as info:
-        fetch_url(f"http://{host}/latest/meta-data/", make_policy(resolver, connector), deadline=soon())
+        fetch_all(f"http://{host}/latest/meta-data/", make_policy(resolver, connector), deadline=soon())
     assert info.value.status == 403 and info.value.code == "blocked_url"
     assert resolver.calls == []
     assert connector.attempts == []
@@ -245,7 +229,7 @@ def test_blocked_address_literals_never_resolve_or_connect(host):
 def test_metadata_service_blocked_for_every_scheme(scheme):
     connector = LoopbackOnlyConnector()
     with pytest.raises(errors.BlockedUrlError):
-        fetch_url(f"{scheme}://169.254.169.254/latest/meta-data/iam/", make_policy(connector=connector))
+        fetch_all(f"{scheme}://169.254.169.254/latest/meta-data/iam/", make_policy(connector=connector))
     assert connector.attempts == []
 
 
@@ -265,7 +249,7 @@ def test_names_resolving_to_blocked_addresses_are_refused_without_connecting(ans
     resolver = FakeResolver({"evil.example": answer})
     connector = LoopbackOnlyConnector()
     with pytest.raises(errors.BlockedUrlError) as info:
-        fetch_url("http://evil.example/cat.png", make_policy(resolver, connector), deadline=soon())
+        fetch_all("http://evil.example/cat.png", make_policy(resolver, connector), deadline=soon())
     assert resolver.hosts == ["evil.example"]
     assert connector.attempts == []
     # the caller never learns which internal address the name points at
@@ -348,18 +332,18 @@ def test_allow_list_does_not_override_the_address_check():
 
 def test_unknown_host_is_a_bad_request():
     with pytest.raises(errors.BadRequestError, match="could not be resolved"):
-        fetch_url("http://no-such-host.example/", make_policy(FakeResolver()), deadline=soon())
+        fetch_all("http://no-such-host.example/", make_policy(FakeResolver()), deadline=soon())
 
 
 def test_empty_resolution_is_a_bad_request():
     with pytest.raises(errors.BadRequestError):
-        fetch_url("http://empty.example/", make_policy(FakeResolver({"empty.example": []})), deadline=soon())
+        fetch_all("http://empty.example/", make_policy(FakeResolver({"empty.example": []})), deadline=soon())
 
 
 def test_temporary_dns_failure_is_upstream_error():
     resolver = FakeResolver({"flaky.example": socket.gaierror(socket.EAI_AGAIN, "Temporary failure")})
     with pytest.raises(errors.UpstreamError) as info:
-        fetch_url("http://flaky.example/", make_policy(resolver), deadline=soon())
+        fetch_all("http://flaky.example/", make_policy(resolver), deadline=soon())
     assert "Temporary" not in info.value.message
 
 
@@ -373,7 +357,7 @@ def test_hanging_resolver_is_cut_by_the_deadline():
     resolver = FakeResolver({"slow.example": slow})
     started = time.monotonic()
     with pytest.raises(errors.UpstreamTimeoutError):
-        fetch_url("http://slow.example/", make_policy(resolver), deadline=soon(0.3))
+        fetch_all("http://slow.example/", make_policy(resolver), deadline=soon(0.3))
     assert time.monotonic() - started < 2
     release.set()
 
@@ -381,14 +365,14 @@ def test_hanging_resolver_is_cut_by_the_deadline():
 def test_deadline_already_passed():
     resolver = FakeResolver({"img.example.com": [PUBLIC_V4]})
     with pytest.raises(errors.UpstreamTimeoutError):
-        fetch_url("http://img.example.com/", make_policy(resolver), deadline=time.monotonic() - 1)
+        fetch_all("http://img.example.com/", make_policy(resolver), deadline=time.monotonic() - 1)
     assert resolver.calls == []
 
 
 def test_unexpected_resolver_exception_becomes_internal_error():
     resolver = FakeResolver({"bug.example": RuntimeError("boom at 10.0.0.5")})
     with pytest.raises(errors.InternalError) as info:
-        fetch_url("http://bug.example/", make_policy(resolver), deadline=soon())
+        fetch_all("http://bug.example/", make_policy(resolver), deadline=soon())
     assert "10.0.0.5" not in info.value.message and isinstance(info.value.__cause__, RuntimeError)
 
 
@@ -401,7 +385,7 @@ def test_dns_rebinding_gets_no_second_lookup(server_factory):
     resolver = FakeResolver({"rebind.example": lambda: next(answers, ["169.254.169.254"])})
     connector = LoopbackOnlyConnector()
     policy = make_policy(resolver, connector, allowed_ports=(server.port,), exempt_networks=EXEMPT_LOOPBACK)
-    assert fetch_url(f"http://rebind.example:{server.port}/cat.png", policy, deadline=soon()) == PNG
+    assert fetch_all(f"http://rebind.example:{server.port}/cat.png", policy, deadline=soon()) == PNG
     assert resolver.hosts == ["rebind.example"]  # resolved once...
     assert connector.attempts == [("127.0.0.1", server.port)]  # ...and that answer is what we dialled
     assert server.requests[0].headers["host"] == f"rebind.example:{server.port}"
@@ -413,7 +397,7 @@ def test_falls_back_to_the_next_validated_address(server_factory):
     connector = LoopbackOnlyConnector(refuse=("127.0.0.2",))
     policy = make_policy(resolver, connector, allowed_ports=(server.port,),
                          exempt_networks=(ipaddress.ip_network("127.0.0.0/30"),))
-    assert fetch_url(f"http://two.example:{server.port}/cat.png", policy, deadline=soon()) == PNG
+    assert fetch_all(f"http://two.example:{server.port}/cat.png", policy, deadline=soon()) == PNG
     assert connector.attempts == [("127.0.0.2", server.port), ("127.0.0.1", server.port)]
 
 
@@ -422,11 +406,11 @@ def test_default_policy_blocks_loopback_and_allow_private_urls_opens_it(server_f
     url = server.url("/cat.png")
     connector = LoopbackOnlyConnector()
     with pytest.raises(errors.BlockedUrlError):
-        fetch_url(url, make_policy(connector=connector, allowed_ports=(server.port,)), deadline=soon())
+        fetch_all(url, make_policy(connector=connector, allowed_ports=(server.port,)), deadline=soon())
     assert connector.attempts == [] and server.requests == []
     private = make_policy(connector=connector, allowed_ports=(server.port,), allow_private_urls=True)
-    assert fetch_url(url, private, deadline=soon()) == PNG
-    assert fetch_url(server.url("/cat.png", host="localhost"),
+    assert fetch_all(url, private, deadline=soon()) == PNG
+    assert fetch_all(server.url("/cat.png", host="localhost"),
                      make_policy(FakeResolver({"localhost": ["127.0.0.1"]}), connector,
                                  allowed_ports=(server.port,), allow_private_urls=True), deadline=soon()) == PNG
 
@@ -439,10 +423,10 @@ def test_allow_private_urls_opens_loopback_only(address):
     connector = LoopbackOnlyConnector()
     policy = make_policy(FakeResolver({"inside.example": [address]}), connector, allow_private_urls=True)
     with pytest.raises(errors.BlockedUrlError):
-        fetch_url("http://inside.example/x.png", policy, deadline=soon())
+        fetch_all("http://inside.example/x.png", policy, deadline=soon())
     literal = f"[{address}]" if ":" in address else address
     with pytest.raises(errors.BlockedUrlError):
-        fetch_url(f"http://{literal}/x.png", policy, deadline=soon())
+        fetch_all(f"http://{literal}/x.png", policy, deadline=soon())
     assert connector.attempts == []
 
 
@@ -455,7 +439,7 @@ def test_default_connector_dials_the_numeric_address(server_factory):
     server = server_factory({"/cat.png": image(PNG)})
     resolver = FakeResolver({"img.example.com": ["127.0.0.1"]})
     policy = FetchPolicy(resolver=resolver, allowed_ports=(server.port,), exempt_networks=EXEMPT_LOOPBACK)
-    assert fetch_url(f"http://img.example.com:{server.port}/cat.png", policy, deadline=soon()) == PNG
+    assert fetch_all(f"http://img.example.com:{server.port}/cat.png", policy, deadline=soon()) == PNG
 
 
 # --- redirects --------------------------------------------------------------------------------
@@ -487,7 +471,7 @@ def test_redirect_into_private_space_is_blocked_without_connecting(server_factor
     resolver = FakeResolver({"metadata.internal.example": ["10.0.0.10"], "img.example.com": [PUBLIC_V4]})
     connector = LoopbackOnlyConnector()
     with pytest.raises(errors.BlockedUrlError) as info:
-        fetch_url(server.url("/start"), _policy_for(server, resolver, connector), deadline=soon())
+        fetch_all(server.url("/start"), _policy_for(server, resolver, connector), deadline=soon())
     assert info.value.message.startswith("redirect refused")
     assert connector.attempts == [("127.0.0.1", server.port)]  # only the first hop was dialled
     assert [r.path for r in server.requests] == ["/start"]
@@ -499,7 +483,7 @@ def test_redirect_chain_with_relative_locations(server_factory):
     server.routes["/b"] = redirect("/c?x=1", 307)
     server.routes["/c"] = redirect(f"http://img.example.com:{server.port}/img/cat.png", 308)
     resolver = FakeResolver({"img.example.com": ["127.0.0.1"]})
-    data = fetch_url(server.url("/a"), _policy_for(server, resolver), deadline=soon())
+    data = fetch_all(server.url("/a"), _policy_for(server, resolver), deadline=soon())
     assert data == PNG
     assert [r.path for r in server.requests] == ["/a", "/b", "/c?x=1", "/img/cat.png"]
     assert server.requests[-1].headers["host"] == f"img.example.com:{server.port}"
@@ -509,7 +493,7 @@ def test_too_many_redirects(server_factory):
     server = server_factory({})
     server.routes["/loop"] = redirect("/loop", 302)
     with pytest.raises(errors.UpstreamError, match="too many redirects"):
-        fetch_url(server.url("/loop"), _policy_for(server, max_redirects=3), deadline=soon())
+        fetch_all(server.url("/loop"), _policy_for(server, max_redirects=3), deadline=soon())
     assert len(server.requests) == 4  # the request plus three redirects followed
 
 
@@ -517,8 +501,8 @@ def test_zero_redirects_allowed(server_factory):
     server = server_factory({"/cat.png": image(PNG)})
     server.routes["/r"] = redirect("/cat.png")
     with pytest.raises(errors.UpstreamError):
-        fetch_url(server.url("/r"), _policy_for(server, max_redirects=0), deadline=soon())
-    assert fetch_url(server.url("/cat.png"), _policy_for(server, max_redirects=0), deadline=soon()) == PNG
+        fetch_all(server.url("/r"), _policy_for(server, max_redirects=0), deadline=soon())
+    assert fetch_all(server.url("/cat.png"), _policy_for(server, max_redirects=0), deadline=soon()) == PNG
 
 
 @pytest.mark.parametrize("location", ["file:///etc/passwd", "gopher://x/", "http://user@img.example.com/",
@@ -526,13 +510,13 @@ def test_zero_redirects_allowed(server_factory):
 def test_unusable_redirect_targets_are_upstream_errors(server_factory, location):
     server = server_factory({"/r": redirect(location)})
     with pytest.raises(errors.UpstreamError):
-        fetch_url(server.url("/r"), _policy_for(server), deadline=soon())
+        fetch_all(server.url("/r"), _policy_for(server), deadline=soon())
 
 
 def test_redirect_without_location(server_factory):
     server = server_factory({"/r": lambda conn, req: send(conn, 302, b"")})
     with pytest.raises(errors.UpstreamError, match="Location"):
-        fetch_url(server.url("/r"), _policy_for(server), deadline=soon())
+        fetch_all(server.url("/r"), _policy_for(server), deadline=soon())
 
 
 # --- upstream status and protocol errors --------------------------------------------------------
@@ -543,7 +527,7 @@ def test_non_2xx_upstream_is_a_bad_gateway(server_factory, status):
     server = server_factory({"/x": lambda conn, req: send(conn, status, b"<html>nope</html>",
                                                          content_type="text/html")})
     with pytest.raises(errors.UpstreamError) as info:
-        fetch_url(server.url("/x"), _policy_for(server), deadline=soon())
+        fetch_all(server.url("/x"), _policy_for(server), deadline=soon())
     if status != 199:
         assert str(status) in info.value.message
     assert info.value.status == 502
@@ -556,7 +540,7 @@ def test_connection_refused_is_a_bad_gateway():
     listener.close()  # nothing listens on this port now
     policy = make_policy(allowed_ports=(port,), exempt_networks=EXEMPT_LOOPBACK)
     with pytest.raises(errors.UpstreamError, match="refused"):
-        fetch_url(f"http://127.0.0.1:{port}/", policy, deadline=soon())
+        fetch_all(f"http://127.0.0.1:{port}/", policy, deadline=soon())
 
 
 def test_connection_reset_and_garbage_are_bad_gateways(server_factory):
@@ -571,7 +555,7 @@ def test_connection_reset_and_garbage_are_bad_gateways(server_factory):
     })
     for path in ("/reset", "/garbage", "/short", "/badlength"):
         with pytest.raises(errors.UpstreamError) as info:
-            fetch_url(server.url(path), _policy_for(server), deadline=soon())
+            fetch_all(server.url(path), _policy_for(server), deadline=soon())
         assert info.value.status == 502, path
 
 
@@ -579,7 +563,7 @@ def test_compressed_body_is_refused(server_factory):
     server = server_factory({"/gz": lambda conn, req: send(conn, 200, b"\x1f\x8b" + b"\x00" * 20,
                                                           headers={"Content-Encoding": "gzip"})})
     with pytest.raises(errors.UpstreamError, match="compressed"):
-        fetch_url(server.url("/gz"), _policy_for(server), deadline=soon())
+        fetch_all(server.url("/gz"), _policy_for(server), deadline=soon())
     assert server.requests[0].headers["accept-encoding"] == "identity"
 
 
@@ -594,7 +578,7 @@ def test_declared_length_over_the_cap_is_rejected_before_reading(server_factory)
     server = server_factory({"/huge": huge})
     started = time.monotonic()
     with pytest.raises(errors.PayloadTooLargeError) as info:
-        fetch_url(server.url("/huge"), _policy_for(server, max_download_bytes=1000), deadline=soon())
+        fetch_all(server.url("/huge"), _policy_for(server, max_download_bytes=1000), deadline=soon())
     assert time.monotonic() - started < 1.5
     assert info.value.status == 413 and "1000" in info.value.message
 
@@ -625,7 +609,7 @@ def test_oversize_stream_is_cut_while_streaming(server_factory, framing):
 
     server = server_factory({"/big": endless})
     with pytest.raises(errors.PayloadTooLargeError):
-        fetch_url(server.url("/big"), _policy_for(server, max_download_bytes=cap), deadline=soon(10))
+        fetch_all(server.url("/big"), _policy_for(server, max_download_bytes=cap), deadline=soon(10))
 
 
 def test_exactly_the_cap_is_fine_one_more_byte_is_not(server_factory):
@@ -635,16 +619,16 @@ def test_exactly_the_cap_is_fine_one_more_byte_is_not(server_factory):
         "/over": lambda conn, req: send(conn, 200, b"a" * (cap + 1), content_length=None),
     })
     policy = _policy_for(server, max_download_bytes=cap)
-    assert len(fetch_url(server.url("/exact"), policy, deadline=soon())) == cap
+    assert len(fetch_all(server.url("/exact"), policy, deadline=soon())) == cap
     with pytest.raises(errors.PayloadTooLargeError):
-        fetch_url(server.url("/over"), policy, deadline=soon())
+        fetch_all(server.url("/over"), policy, deadline=soon())
 
 
 def test_content_length_is_the_frame_not_the_size(server_factory):
     # A server that says 10 and sends more: only the declared 10 bytes are the body.
     server = server_factory({"/lie": lambda conn, req: send(conn, 200, b"0123456789" + b"z" * 50_000,
                                                            content_length=10)})
-    assert fetch_url(server.url("/lie"), _policy_for(server, max_download_bytes=100), deadline=soon()) == b"0123456789"
+    assert fetch_all(server.url("/lie"), _policy_for(server, max_download_bytes=100), deadline=soon()) == b"0123456789"
 
 
 # --- time bounds -----------------------------------------------------------------------------------
@@ -654,7 +638,7 @@ def test_trickling_body_is_cut_by_the_deadline(server_factory):
     server = server_factory({"/slow": trickle(0.05, 10_000)})
     started = time.monotonic()
     with pytest.raises(errors.UpstreamTimeoutError) as info:
-        fetch_url(server.url("/slow"), _policy_for(server, read_timeout=5), deadline=soon(0.8))
+        fetch_all(server.url("/slow"), _policy_for(server, read_timeout=5), deadline=soon(0.8))
     assert 0.6 < time.monotonic() - started < 2.5
     assert info.value.status == 504
 
@@ -663,7 +647,7 @@ def test_trickling_headers_are_cut_by_the_deadline(server_factory):
     server = server_factory({"/slow": trickle(0.05, 10, headers_first=False)})
     started = time.monotonic()
     with pytest.raises(errors.UpstreamTimeoutError):
-        fetch_url(server.url("/slow"), _policy_for(server, read_timeout=5), deadline=soon(0.8))
+        fetch_all(server.url("/slow"), _policy_for(server, read_timeout=5), deadline=soon(0.8))
     assert time.monotonic() - started < 2.5
 
 
@@ -671,7 +655,7 @@ def test_silent_server_hits_the_read_timeout(server_factory):
     server = server_factory({"/silent": lambda conn, req: time.sleep(3)})
     started = time.monotonic()
     with pytest.raises(errors.UpstreamTimeoutError):
-        fetch_url(server.url("/silent"), _policy_for(server, read_timeout=0.3), deadline=soon(10))
+        fetch_all(server.url("/silent"), _policy_for(server, read_timeout=0.3), deadline=soon(10))
     assert time.monotonic() - started < 2
 
 
@@ -681,7 +665,7 @@ def test_connect_timeout_is_a_gateway_timeout():
 
     policy = make_policy(FakeResolver({"img.example.com": [PUBLIC_V4]}), blackhole)
     with pytest.raises(errors.UpstreamTimeoutError):
-        fetch_url("http://img.example.com/", policy, deadline=soon())
+        fetch_all("http://img.example.com/", policy, deadline=soon())
 
 
 # --- TLS ---------------------------------------------------------------------------------------------
@@ -710,7 +694,7 @@ def _tls_policy(server, ca, hosts=(TLS_HOST,), **kwargs):
 
 def test_https_with_verification_sni_and_host_header(tls_server, tls_material):
     ca = tls_material[0]
-    data = fetch_url(f"https://{TLS_HOST}:{tls_server.port}/cat.png", _tls_policy(tls_server, ca), deadline=soon())
+    data = fetch_all(f"https://{TLS_HOST}:{tls_server.port}/cat.png", _tls_policy(tls_server, ca), deadline=soon())
     assert data == PNG
     assert tls_server.snis == [TLS_HOST]
     assert tls_server.requests[0].headers["host"] == f"{TLS_HOST}:{tls_server.port}"
@@ -720,7 +704,7 @@ def test_https_wrong_hostname_fails_verification(tls_server, tls_material):
     ca = tls_material[0]
     policy = _tls_policy(tls_server, ca, hosts=("other.fetch-test.example",))
     with pytest.raises(errors.UpstreamError) as info:
-        fetch_url(f"https://other.fetch-test.example:{tls_server.port}/cat.png", policy, deadline=soon())
+        fetch_all(f"https://other.fetch-test.example:{tls_server.port}/cat.png", policy, deadline=soon())
     assert "TLS" in info.value.message
     assert tls_server.requests == []  # no request was sent over the unverified connection
 
@@ -729,7 +713,7 @@ def test_https_ip_literal_does_not_match_a_name_certificate(tls_server, tls_mate
     ca = tls_material[0]
     policy = _tls_policy(tls_server, ca)
     with pytest.raises(errors.UpstreamError):
-        fetch_url(f"https://127.0.0.1:{tls_server.port}/cat.png", policy, deadline=soon())
+        fetch_all(f"https://127.0.0.1:{tls_server.port}/cat.png", policy, deadline=soon())
     assert tls_server.requests == []
 
 
@@ -737,7 +721,7 @@ def test_https_untrusted_ca_fails(tls_server, tmp_path):
     other_ca, _, _ = make_tls_material(tmp_path, ["unrelated.example"])
     policy = _tls_policy(tls_server, other_ca)
     with pytest.raises(errors.UpstreamError):
-        fetch_url(f"https://{TLS_HOST}:{tls_server.port}/cat.png", policy, deadline=soon())
+        fetch_all(f"https://{TLS_HOST}:{tls_server.port}/cat.png", policy, deadline=soon())
     assert tls_server.requests == []
 
 
@@ -745,7 +729,7 @@ def test_https_system_trust_store_rejects_a_private_ca(tls_server):
     resolver = FakeResolver({TLS_HOST: ["127.0.0.1"]})
     policy = make_policy(resolver, allowed_ports=(tls_server.port,), exempt_networks=EXEMPT_LOOPBACK)
     with pytest.raises(errors.UpstreamError):
-        fetch_url(f"https://{TLS_HOST}:{tls_server.port}/cat.png", policy, deadline=soon())
+        fetch_all(f"https://{TLS_HOST}:{tls_server.port}/cat.png", policy, deadline=soon())
 
 
 def test_tls_handshake_stall_is_cut_by_the_deadline(server_factory):
@@ -760,7 +744,7 @@ def test_tls_handshake_stall_is_cut_by_the_deadline(server_factory):
                              connect_timeout=5, read_timeout=5)
         started = time.monotonic()
         with pytest.raises(errors.UpstreamTimeoutError):
-            fetch_url(f"https://{TLS_HOST}:{port}/", policy, deadline=soon(0.5))
+            fetch_all(f"https://{TLS_HOST}:{port}/", policy, deadline=soon(0.5))
         assert time.monotonic() - started < 2
     finally:
         listener.close()
@@ -769,7 +753,7 @@ def test_tls_handshake_stall_is_cut_by_the_deadline(server_factory):
 def test_plain_http_to_a_tls_port_is_a_bad_gateway(tls_server, tls_material):
     policy = _tls_policy(tls_server, tls_material[0])
     with pytest.raises(errors.UpstreamError):
-        fetch_url(f"http://{TLS_HOST}:{tls_server.port}/cat.png", policy, deadline=soon())
+        fetch_all(f"http://{TLS_HOST}:{tls_server.port}/cat.png", policy, deadline=soon())
 
 
 # --- error hygiene ---------------------------------------------------------------------------------
@@ -785,7 +769,7 @@ def test_error_messages_carry_no_addresses_or_library_text(server_factory, tls_s
         ("http://evil.example/", make_policy(FakeResolver({"evil.example": ["10.9.8.7"]}))),
     ]:
         with pytest.raises(errors.ClassifierError) as info:
-            fetch_url(url, policy, deadline=soon())
+            fetch_all(url, policy, deadline=soon())
         messages.append(info.value.message)
         assert info.value.__cause__ is not None or isinstance(info.value, errors.BlockedUrlError)
     for message in messages:

@@ -30,6 +30,29 @@ def is_loopback(address: str) -> bool:
     return ip in LOOPBACK or ip in LOOPBACK_V6
 
 
+def refuse_non_loopback(monkeypatch) -> None:
+    """The tests' safety net: ``socket.connect`` and ``socket.getaddrinfo`` refuse anything but loopback."""
+    real_connect = socket.socket.connect
+    real_getaddrinfo = socket.getaddrinfo
+
+    def guarded_connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not is_loopback(address[0]):
+            raise ForbiddenConnect(f"connect to {address!r} attempted in a test")
+        return real_connect(self, address)
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        try:
+            numeric = is_loopback(str(host))
+        except ValueError:
+            numeric = False
+        if not numeric:
+            raise ForbiddenConnect(f"real DNS lookup of {host!r} attempted in a test")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+
+
 class FakeResolver:
     """getaddrinfo-compatible resolver from a {host: [addresses]} map; records every lookup.
 
