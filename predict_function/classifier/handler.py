@@ -15,12 +15,12 @@ def cold_start():
     # With a second CPU, onnxruntime builds the session (mostly outside the GIL) while the rest
     # of the pipeline (urllib3, Powertools, ...) imports, instead of one after the other.
     from .app import make_handler
-    from .fetch import FetchPolicy, fetch_url
+    from .fetch import Fetched, FetchPolicy, fetch_url
 
     policy = FetchPolicy.from_settings(settings)
     classifier = loading.result()  # a model that cannot load fails the cold start here
 
-    def fetch(url: str, deadline: float) -> bytes:
+    def fetch(url: str, deadline: float) -> Fetched:  # the body, read by the decoder as it arrives
         return fetch_url(url, policy, deadline=deadline)
 
     return make_handler(settings, classifier, fetch)
