@@ -45,9 +45,7 @@ def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telem
                 image = decode_image(source, settings.max_image_pixels, draft_size=fit)
         finally:
             record.image_bytes, waited = release(source)  # a streamed body: stop downloading
-            waited_ms = round(waited * 1000.0, 2)  # decoding, the reads waited for the network
-            record.timings_ms["fetch"] = round(record.timings_ms["fetch"] + waited_ms, 2)
-            record.timings_ms["decode"] = max(0.0, round(record.timings_ms["decode"] - waited_ms, 2))
+            record.move_time(waited, "decode", "fetch")  # decoding, the reads waited for the network
         record.image_size = f"{image.width}x{image.height}"
         with record.timed("preprocess"):
             tensor = preprocess(image, classifier.card.preprocessing)

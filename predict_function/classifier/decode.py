@@ -9,17 +9,17 @@ from typing import BinaryIO, Callable
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+# The decoders of ALLOWED_FORMATS, registered at import (cold start). Left to Image.open, the first
+# request would import them (~9 ms), and the first WebP/GIF/BMP/TIFF one every plugin Pillow has.
+from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
+
 from .errors import ClassifierError, CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
 from .spec import SOURCE_GRID_KEY, SourceGrid
 
 # Formats Pillow may try; anything else is refused before a decoder runs.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
-# Register exactly these decoders at cold start. Left to Image.open, the first request would
-# import them (~9 ms), and the first WebP/GIF/BMP/TIFF one would import every plugin Pillow has.
-from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: E402,F401,I001
-
-Image.preinit()
+Image.preinit()  # the other decoders Image.open would import first (PPM)
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 # EXIF orientation -> what ImageOps.exif_transpose does to the axes: (swaps them, reverses the
 # upright x axis, reverses the upright y axis). Other values: exif_transpose leaves the image.

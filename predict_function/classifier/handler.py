@@ -5,11 +5,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .model import Classifier
 from .settings import Settings
 
+if TYPE_CHECKING:  # app is imported inside cold_start, while the model loads
+    from .app import Handler
 
-def cold_start():
+
+def cold_start() -> "Handler":
     settings = Settings.from_env()
     loading = Classifier.start_loading(settings.model_path, settings.ort_intra_op_threads, settings.cpus > 1)
     # With a second CPU, onnxruntime builds the session (mostly outside the GIL) while the rest

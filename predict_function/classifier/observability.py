@@ -53,6 +53,13 @@ class RequestRecord:
         finally:
             self.timings_ms[stage] = round((time.perf_counter() - started) * 1000.0, 2)
 
+    def move_time(self, seconds: float, source: str, target: str) -> None:
+        """Count ``seconds`` of stage ``source`` under ``target`` instead (e.g. the decoder's
+        reads that waited for the network belong to ``fetch``)."""
+        ms = round(seconds * 1000.0, 2)
+        self.timings_ms[target] = round(self.timings_ms.get(target, 0.0) + ms, 2)
+        self.timings_ms[source] = max(0.0, round(self.timings_ms.get(source, 0.0) - ms, 2))
+
     def set_url(self, url: str) -> None:
         parts = urlsplit(url)
         self.url_host = f"{parts.scheme}://{parts.hostname or ''}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import uuid
 
@@ -11,7 +12,7 @@ import pytest
 from classifier.app import make_handler
 from classifier.errors import UpstreamError
 from classifier.model import Classifier
-from classifier.observability import Telemetry
+from classifier.observability import RequestRecord, Telemetry
 from classifier.settings import Settings
 from support import DEFAULT_MODEL
 
@@ -91,3 +92,37 @@ def test_an_unexpected_error_logs_the_traceback_but_answers_generically(classifi
     assert response["error"]["code"] == "internal_error" and "internal detail" not in json.dumps(response)
     logs, _ = split(lines(capsys))
     assert logs[0]["level"] == "ERROR" and "internal detail" in logs[0]["exception"]
+
+
+class _StreamedBody(io.BytesIO):
+    """A URL body as the decoder sees it (like fetch.Fetched): its reads waited ``waited`` s."""
+
+    waited = 0.25
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.received = len(data)
+
+
+def test_time_the_decoder_waited_for_the_network_is_logged_as_fetch(classifier, cat_jpeg, capsys):
+    capsys.readouterr()
+    bodies = []
+
+    def fetch(url, deadline):
+        bodies.append(_StreamedBody(cat_jpeg))
+        return bodies[-1]
+
+    make_handler(Settings.from_env({}), classifier, fetch, telemetry())({"url": "https://img.example/c.jpg"}, Context())
+    (log,), _ = split(lines(capsys))
+    assert bodies[0].closed  # released once decoded
+    assert log["image_bytes"] == len(cat_jpeg)
+    assert log["timings_ms"]["fetch"] >= 250.0  # the 0.25 s of waiting moved from decode to fetch
+    assert 0.0 <= log["timings_ms"]["decode"] < log["timings_ms"]["total"]
+
+
+def test_move_time_keeps_stage_times_non_negative():
+    record = RequestRecord(timings_ms={"fetch": 1.0, "decode": 3.0})
+    record.move_time(0.002, "decode", "fetch")
+    assert record.timings_ms == {"fetch": 3.0, "decode": 1.0}
+    record.move_time(0.005, "decode", "fetch")
+    assert record.timings_ms == {"fetch": 8.0, "decode": 0.0}
