@@ -20,3 +20,13 @@ def test_cold_start_compares_the_work_tree_with_a_revision(tmp_path, capsys):
     for row in rows:
         init, total = (float(v) for v in re.findall(r"init(?: \+ first request)? +([\d.]+)", row))
         assert 0 < init < total
+
+
+def test_parameter_overrides_choose_the_model_ours_serves_and_the_baseline_keeps_fp32(tmp_path):
+    from bench.functions import BASELINE, OURS, stage_functions
+
+    default = stage_functions(tmp_path / "fp32", image_port=8000)
+    int8 = stage_functions(tmp_path / "int8", image_port=8000, parameters={"ModelVariant": "int8"})
+    assert default[OURS].model_path().name == "model.onnx"
+    assert int8[OURS].model_path().name == "model-int8.onnx" and int8[OURS].model_path().is_file()
+    assert sorted(p.name for p in (int8[BASELINE].task_root / "model").iterdir()) == ["model.onnx"]
