@@ -6,10 +6,13 @@
 Each run is a fresh ``<runtime python>`` (the function's, as staged by local_lambda) that imports
 ``awslambdaric.bootstrap``, then ``classifier.handler`` (its ``cold_start()``: settings, model,
 fetch policy) and serves one 1 MP JPEG as base64 (the first request): what a cold start costs
-without the RIE's own start-up. Only ``predict_function/classifier`` differs between the variants;
-dependencies and model come from one staged task root. Runs alternate between the variants; the
-"1 CPU" column pins each process to one CPU with ``taskset`` (Lambda at <= 1769 MB has one vCPU's
-worth of CPU time). Prints medians and the ratio; compare ratios, not milliseconds, across runs.
+without the RIE's own start-up. Only ``predict_function/classifier`` differs between the
+variants (both copied to a temporary folder and compiled by the runtime's Python, as the
+Dockerfile does); dependencies and model come from one staged task root, so a revision that
+imports a dependency the work tree has dropped needs ``--task-root`` pointing at one that still
+has it. Runs alternate between the variants; the "1 CPU" column pins each process to one CPU
+with ``taskset`` (Lambda at <= 1769 MB has one vCPU's worth of CPU time). Prints medians and the
+ratio; compare ratios, not milliseconds, across runs.
 """
 
 from __future__ import annotations
@@ -57,7 +60,14 @@ print(json.dumps({"import_ms": (imported - started) * 1e3, "first_request_ms": (
 """
 
 
+def _variant_from_work_tree(into: Path) -> Path:
+    shutil.copytree(REPO / "predict_function" / "classifier", into / "predict_function" / "classifier",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return into / "predict_function"
+
+
 def _variant_from_git(revision: str, into: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "archive", revision, "predict_function/classifier"], cwd=REPO,
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
@@ -96,12 +106,17 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--against", default="HEAD~1", help="git revision to compare the work tree with (default HEAD~1)")
     parser.add_argument("--runs", type=int, default=14, help="fresh processes per variant and CPU setting (default 14)")
     parser.add_argument("--build-dir", type=Path, default=REPO / ".build" / "bench")
+    parser.add_argument("--task-root", type=Path, default=None,
+                        help="use this staged task root (dependencies + model) instead of staging the work tree's")
     args = parser.parse_args(argv)
     images = make_images(args.build_dir / "images")
     task_root, python = _staged_task_root(args.build_dir / "stage")
+    task_root = args.task_root or task_root
     with tempfile.TemporaryDirectory() as tmp:
-        variants = {"work tree": REPO / "predict_function",
-                    args.against: _variant_from_git(args.against, Path(tmp))}
+        variants = {"work tree": _variant_from_work_tree(Path(tmp) / "work"),
+                    args.against: _variant_from_git(args.against, Path(tmp) / "against")}
+        for path in variants.values():  # both compiled like the Dockerfile does (no stale or missing .pyc)
+            subprocess.run([str(python), "-m", "compileall", "-q", str(path / "classifier")], check=True)
         if shutil.which("taskset") is None:
             print("taskset not found: the 1-CPU column is skipped", file=sys.stderr)
         settings = [("2 CPUs" if len(os.sched_getaffinity(0)) > 1 else "all CPUs", False)]

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from classifier import errors
+from classifier import errors, fetch
 from classifier.fetch import FetchPolicy, Fetched, Target, check_url, fetch_url
 from classifier.settings import Settings
 
@@ -629,6 +629,25 @@ def test_content_length_is_the_frame_not_the_size(server_factory):
     server = server_factory({"/lie": lambda conn, req: send(conn, 200, b"0123456789" + b"z" * 50_000,
                                                            content_length=10)})
     assert fetch_all(server.url("/lie"), _policy_for(server, max_download_bytes=100), deadline=soon()) == b"0123456789"
+
+
+def test_repeated_equal_content_lengths_still_frame_the_body(server_factory):
+    # http.client alone reads "10, 10" as no length (body up to the close); we keep the frame.
+    server = server_factory({"/twice": lambda conn, req: send(conn, 200, b"0123456789" + b"z" * 50_000,
+                                                             content_length="10, 10")})
+    assert fetch_all(server.url("/twice"), _policy_for(server, max_download_bytes=100), deadline=soon()) == b"0123456789"
+
+
+def test_the_pinned_connection_never_opens_a_socket_itself():
+    # Once its socket is gone, http.client would reconnect by name; the pinned one refuses.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    conn = fetch._PinnedConnection("127.0.0.1", port, 1.0, socket.socket())
+    conn.close()
+    with pytest.raises(ConnectionError, match="cannot reconnect"):
+        conn.request("GET", "/")
 
 
 # --- time bounds -----------------------------------------------------------------------------------
