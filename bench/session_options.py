@@ -1,0 +1,139 @@
+"""onnxruntime session options: what each costs at session creation, first run, warm run and RSS.
+
+    python -m bench.session_options                 # 10 fresh processes per variant (~1 min)
+    python -m bench.session_options --runs 20 --model predict_function/model/model-int8.onnx
+
+Each run is a fresh ``<runtime python>`` (the function's Python 3.12 on the staged task root) that
+imports onnxruntime, builds one session with ``classifier.model.session_options`` (what the
+function uses) changed by one variant, and runs the model on the 1 MP bench JPEG, decoded and
+preprocessed by the function's own code: session creation (the first session of the process, so
+onnxruntime's one-time set-up is in it, as at a cold start), the first run, the median of 30 warm
+runs, and the process's peak RSS (``VmHWM``) after creation and after the runs. Variants alternate;
+medians over the runs are printed. Compare within one run; the machine's load moves everything.
+
+Variants: ``ours`` (the function's options), ``no-arena`` (``enable_cpu_mem_arena=False``),
+``no-mem-pattern`` (``enable_mem_pattern=False``), ``no-prepack`` (``session.disable_prepacking``),
+and combinations; ``ort-default`` is a session with onnxruntime's defaults (the baseline's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.images import make_images  # noqa: E402
+
+VARIANTS: Dict[str, Dict[str, object]] = {
+    "ours": {},
+    "no-arena": {"arena": False},
+    "no-mem-pattern": {"mem_pattern": False},
+    "no-prepack": {"prepack": False},
+    "no-arena + no-prepack": {"arena": False, "prepack": False},
+    "no-arena + no-mem-pattern": {"arena": False, "mem_pattern": False},
+    "ort-default": {"default": True},
+}
+
+_CHILD = r"""
+import io, json, statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+import onnxruntime as ort
+from PIL import Image
+from classifier.model import session_options
+from classifier.spec import ModelCard, preprocess
+
+variant = json.loads(sys.argv[4])
+if variant.get("default"):
+    options = ort.SessionOptions()
+else:
+    options = session_options(int(sys.argv[5]))
+    if variant.get("arena") is False:
+        options.enable_cpu_mem_arena = False
+    if variant.get("mem_pattern") is False:
+        options.enable_mem_pattern = False
+    if variant.get("prepack") is False:
+        options.add_session_config_entry("session.disable_prepacking", "1")
+
+def hwm_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+
+started = time.perf_counter()
+session = ort.InferenceSession(sys.argv[2], sess_options=options, providers=["CPUExecutionProvider"])
+created = time.perf_counter()
+rss_session = hwm_mb()
+card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
+with Image.open(sys.argv[3]) as image:
+    tensor = preprocess(image.convert("RGB"), card.preprocessing)
+feed = {session.get_inputs()[0].name: tensor}
+first = time.perf_counter()
+session.run(None, feed)
+first_done = time.perf_counter()
+warm = []
+for _ in range(30):
+    t = time.perf_counter()
+    session.run(None, feed)
+    warm.append(time.perf_counter() - t)
+print(json.dumps({"session_ms": (created - started) * 1e3, "first_run_ms": (first_done - first) * 1e3,
+                  "warm_ms": statistics.median(warm) * 1e3, "rss_after_session_mb": rss_session,
+                  "rss_after_runs_mb": hwm_mb()}))
+"""
+
+FIELDS = ("session_ms", "first_run_ms", "warm_ms", "rss_after_session_mb", "rss_after_runs_mb")
+
+
+def measure(task_root: Path, python: Path, model: Path, image: Path, runs: int, threads: int,
+            variants: Dict[str, Dict[str, object]]) -> Dict[str, Dict[str, List[float]]]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": str(task_root),
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
+    names = list(variants)
+    out: Dict[str, Dict[str, List[float]]] = {n: {f: [] for f in FIELDS} for n in names}
+    for i in range(runs):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            result = subprocess.run(
+                [str(python), "-c", _CHILD, str(REPO / "predict_function"), str(model), str(image),
+                 json.dumps(variants[name]), str(threads)],
+                env=env, cwd=str(task_root), capture_output=True, text=True, timeout=120)
+            if result.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+            for key, value in json.loads(result.stdout.strip().splitlines()[-1]).items():
+                out[name][key].append(value)
+    return out
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.session_options", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10, help="fresh processes per variant (default 10)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2: 2048 MB)")
+    parser.add_argument("--model", type=Path, default=REPO / "predict_function" / "model" / "model.onnx")
+    parser.add_argument("--build-dir", type=Path, default=REPO / ".build" / "bench")
+    args = parser.parse_args(argv)
+    from bench.cold_start import _staged_task_root
+
+    images = make_images(args.build_dir / "images")
+    task_root, python = _staged_task_root(args.build_dir / "stage")
+    result = measure(task_root, python, args.model.resolve(), Path(images["jpeg_1mp"].path), args.runs,
+                     args.threads, VARIANTS)
+    print(f"{args.model.name}, {args.threads} intra-op threads, {args.runs} fresh processes per variant, medians")
+    print(f"{'variant':28s} {'session ms':>10s} {'first run':>10s} {'sum':>7s} {'warm ms':>8s}"
+          f" {'RSS session MB':>15s} {'RSS runs MB':>12s}")
+    for name, values in result.items():
+        m = {k: statistics.median(v) for k, v in values.items()}
+        total = statistics.median([a + b for a, b in zip(values["session_ms"], values["first_run_ms"])])
+        print(f"{name:28s} {m['session_ms']:10.1f} {m['first_run_ms']:10.1f} {total:7.1f} {m['warm_ms']:8.2f}"
+              f" {m['rss_after_session_mb']:15.1f} {m['rss_after_runs_mb']:12.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
