@@ -88,16 +88,22 @@ def measure(variants: Dict[str, Path], task_root: Path, python: Path, image: Pat
            "LAMBDA_TASK_ROOT": str(task_root), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
     prefix = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] if pin_one_cpu else []
-    names = list(variants)
-    out: Dict[str, Dict[str, List[float]]] = {n: {"import_ms": [], "first_request_ms": []} for n in names}
+    commands = {name: [*prefix, str(python), "-c", _CHILD, str(path), str(image)] for name, path in variants.items()}
+    return interleaved(commands, runs, env, task_root)
+
+
+def interleaved(commands: Dict[str, List[str]], runs: int, env: Dict[str, str], cwd: Path) -> Dict[str, Dict[str, List[float]]]:
+    """Run each command ``runs`` times as a fresh process, rotating their order every round; each
+    prints one JSON object of numbers as its last line: per command, the lists of those numbers."""
+    names = list(commands)
+    out: Dict[str, Dict[str, List[float]]] = {name: {} for name in names}
     for i in range(runs):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            result = subprocess.run([*prefix, str(python), "-c", _CHILD, str(variants[name]), str(image)],
-                                    env=env, cwd=str(task_root), capture_output=True, text=True, timeout=120)
+            result = subprocess.run(commands[name], env=env, cwd=str(cwd), capture_output=True, text=True, timeout=120)
             if result.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
             for key, value in json.loads(result.stdout.strip().splitlines()[-1]).items():
-                out[name][key].append(value)
+                out[name].setdefault(key, []).append(value)
     return out
 
 

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List
@@ -31,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.cold_start import _staged_task_root, interleaved  # noqa: E402
 from bench.images import make_images  # noqa: E402
 
 VARIANTS: Dict[str, Dict[str, object]] = {
@@ -89,26 +89,13 @@ print(json.dumps({"session_ms": (created - started) * 1e3, "first_run_ms": (firs
                   "rss_after_runs_mb": hwm_mb()}))
 """
 
-FIELDS = ("session_ms", "first_run_ms", "warm_ms", "rss_after_session_mb", "rss_after_runs_mb")
-
-
 def measure(task_root: Path, python: Path, model: Path, image: Path, runs: int, threads: int,
             variants: Dict[str, Dict[str, object]]) -> Dict[str, Dict[str, List[float]]]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": str(task_root),
            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
-    names = list(variants)
-    out: Dict[str, Dict[str, List[float]]] = {n: {f: [] for f in FIELDS} for n in names}
-    for i in range(runs):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            result = subprocess.run(
-                [str(python), "-c", _CHILD, str(REPO / "predict_function"), str(model), str(image),
-                 json.dumps(variants[name]), str(threads)],
-                env=env, cwd=str(task_root), capture_output=True, text=True, timeout=120)
-            if result.returncode != 0:
-                raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-            for key, value in json.loads(result.stdout.strip().splitlines()[-1]).items():
-                out[name][key].append(value)
-    return out
+    commands = {name: [str(python), "-c", _CHILD, str(REPO / "predict_function"), str(model), str(image),
+                       json.dumps(variant), str(threads)] for name, variant in variants.items()}
+    return interleaved(commands, runs, env, task_root)
 
 
 def main(argv: List[str] | None = None) -> int:
@@ -118,7 +105,6 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=REPO / "predict_function" / "model" / "model.onnx")
     parser.add_argument("--build-dir", type=Path, default=REPO / ".build" / "bench")
     args = parser.parse_args(argv)
-    from bench.cold_start import _staged_task_root
 
     images = make_images(args.build_dir / "images")
     task_root, python = _staged_task_root(args.build_dir / "stage")

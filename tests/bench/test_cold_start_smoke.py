@@ -1,4 +1,4 @@
-"""bench/cold_start.py on a tiny scale: both variants start, serve, and are reported (no time asserted)."""
+"""bench/cold_start.py and bench/session_options.py on a tiny scale: every variant starts, runs, and is reported (no time asserted)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,15 @@ def test_parameter_overrides_choose_the_model_ours_serves_and_the_baseline_keeps
     assert default[OURS].model_path().name == "model.onnx"
     assert int8[OURS].model_path().name == "model-int8.onnx" and int8[OURS].model_path().is_file()
     assert sorted(p.name for p in (int8[BASELINE].task_root / "model").iterdir()) == ["model.onnx"]
+
+
+def test_session_options_reports_every_variant(tmp_path, capsys):
+    from bench import session_options
+
+    assert session_options.main(["--runs", "1", "--build-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in session_options.VARIANTS:
+        row = next(line for line in out.splitlines() if line.startswith(name + " "))
+        session, first, total, warm, rss_session, rss_runs = (float(v) for v in row[len(name):].split())
+        assert 0 < session < total and 0 < first < total and warm > 0
+        assert 0 < rss_session <= rss_runs  # a peak only grows
