@@ -1,10 +1,17 @@
-"""Fixtures shared by the fetch tests (``fetch_fixtures`` holds the test doubles themselves)."""
+"""Fixtures shared by the unit tests (``fetch_fixtures`` holds the fetch test doubles themselves)."""
 
 from __future__ import annotations
 
 import pytest
 
-from fetch_fixtures.helpers import LoopbackServer
+from fetch_fixtures.helpers import LoopbackServer, refuse_non_loopback
+
+
+@pytest.fixture(autouse=True)
+def no_network_but_loopback(monkeypatch):
+    """``socket.connect`` and ``socket.getaddrinfo`` refuse anything non-loopback in every unit
+    test, so a bug in the fetcher fails a test instead of sending traffic."""
+    refuse_non_loopback(monkeypatch)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 Rule of these tests: nothing ever connects to a non-loopback address. Blocked addresses are
 exercised through the injected resolver and a connector that records attempts and refuses
 anything but loopback; real HTTP(S) is served by servers these tests start on 127.0.0.1.
-An autouse fixture (``refuse_non_loopback``) additionally makes ``socket.connect`` and
+An autouse fixture in ``conftest.py`` (``refuse_non_loopback``) additionally makes ``socket.connect`` and
 ``socket.getaddrinfo`` refuse anything non-loopback, so a bug in the fetcher fails a test
 instead of sending traffic.
 """
@@ -28,7 +28,6 @@ from fetch_fixtures.helpers import (
     image,
     make_tls_material,
     redirect,
-    refuse_non_loopback,
     send,
     trickle,
 )
@@ -40,11 +39,6 @@ EXEMPT_LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
 
 
 # --- safety net -----------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def no_network_but_loopback(monkeypatch):
-    refuse_non_loopback(monkeypatch)
 
 
 def make_policy(resolver=None, connector=None, **kwargs) -> FetchPolicy:

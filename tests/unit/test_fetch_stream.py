@@ -23,18 +23,13 @@ from classifier.fetch import FetchPolicy, fetch_url
 from classifier.spec import SOURCE_GRID_KEY, Preprocessing, draft_size, preprocess
 from support import PHOTOS
 
-from fetch_fixtures.helpers import LoopbackOnlyConnector, image, refuse_non_loopback
+from fetch_fixtures.helpers import LoopbackOnlyConnector, image
 
 MAX_PIXELS = 50_000_000
 # The bundled model's preprocessing (center crop 0.875, bicubic to 224): JPEGs are drafted to 1/2.
 PREP = Preprocessing(height=224, width=224, resize="bicubic", crop_fraction=0.875,
                      scale=1.0, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), layout="NCHW")
 FIT = functools.partial(draft_size, PREP)
-
-
-@pytest.fixture(autouse=True)
-def no_network_but_loopback(monkeypatch):
-    refuse_non_loopback(monkeypatch)
 
 
 def open_body(server, path, seconds=5.0, **policy):
