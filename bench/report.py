@@ -24,6 +24,10 @@ DEFINITIONS = {
     "overhead": "our warm p50 (URL input) / (decode floor of that image + inference floor) - 1: everything the "
                 "handler and the Lambda plumbing add on top of decoding the image once and running the model "
                 "once (fetch over loopback, EXIF/RGB, crop+resize+normalise, RIE/awslambdaric round trip, JSON, logs).",
+    "cpu_quota": "with a writable cgroup CPU controller (--cpu-quota auto/on), the RIE, the runtime it starts and "
+                 "the floor process share MemorySize/1769 CPUs of time per 100 ms period (CFS quota), as Lambda "
+                 "gives a function of that memory (1.16 CPUs at 2048 MB over the CPUs it sees); the image server "
+                 "and the import profile run outside it.",
     "tensorflow": "files in RECORD of tensorflow-cpu and its recursive install requirements in the dev venv, "
                   "each inode once; 'tf_only' leaves out distributions the ONNX stack installs too.",
 }
@@ -125,7 +129,8 @@ def render(results: Dict[str, Any]) -> str:
     lines = [
         f"Benchmark (issue 5): ours = predict_function, baseline = bench/baseline (tutorial handler); "
         f"RIE + awslambdaric, Python {meta['runtime_python']}, onnxruntime {meta['onnxruntime']}, "
-        f"{meta['cpus']} CPUs, {meta['machine']}, MemorySize {meta['memory_mb']} (not enforced)",
+        f"{meta['cpus']} CPUs, {meta['machine']}, MemorySize {meta['memory_mb']} (memory not enforced)",
+        f"CPU: {(meta.get('cpu_quota') or {}).get('note', 'no CPU quota (older results)')}",
         f"{meta['sessions']} fresh starts per function (interleaved), {meta['warm_rounds_per_session']} warm rounds "
         f"per start; medians; commit {str(meta.get('git_commit'))[:10]}; load avg (1 min) before/after "
         f"{meta.get('loadavg_1m_before_after')}",

@@ -30,6 +30,7 @@ from bench import report, sizes  # noqa: E402
 from bench.functions import BASELINE, OURS, REPO, StagedFunction, stage_functions  # noqa: E402
 from bench.images import IMAGE_KEYS, TestImage, make_images  # noqa: E402
 from bench.server import ImageServer  # noqa: E402
+from local_lambda.cpu_quota import CpuQuota, lambda_cpus  # noqa: E402
 
 DEFAULT_BUILD_DIR = REPO / ".build" / "bench"
 DEFAULT_OUTPUT = REPO / "bench" / "results" / "latest.json"
@@ -78,9 +79,10 @@ def _peak_rss_mb(emulator) -> Optional[float]:
     return emulator.runtime_memory_mb().get("peak_rss")
 
 
-def run_session(fn: StagedFunction, inputs: Dict[str, dict], warm: int, null_invokes: int = 0) -> dict:
+def run_session(fn: StagedFunction, inputs: Dict[str, dict], warm: int, null_invokes: int = 0,
+                cpu_quota: Optional[CpuQuota] = None) -> dict:
     """Start a fresh emulator, time the cold start (first response complete), then warm requests."""
-    emulator = fn.emulator()
+    emulator = fn.emulator(cpu_quota=cpu_quota)
     started = time.perf_counter()
     with emulator:
         listening = time.perf_counter() - started
@@ -136,14 +138,18 @@ def _stage_timings(logs: str) -> Dict[str, Dict[str, List[float]]]:
 
 
 # floor ------------------------------------------------------------------------------------------
-def run_floor(fn: StagedFunction, images: Dict[str, TestImage], repeats: int) -> dict:
+def run_floor(fn: StagedFunction, images: Dict[str, TestImage], repeats: int,
+              cpu_quota: Optional[CpuQuota] = None) -> dict:
     config = {"images": {k: images[k].path for k in IMAGE_KEYS}, "repeats": repeats,
               "model_path": str(fn.model_path())}
-    result = subprocess.run([str(fn.runtime_python), str(FLOOR_SCRIPT), json.dumps(config)], cwd=str(fn.task_root),
-                            env=fn.environment(), capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        raise BenchError(f"floor subprocess failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout)
+    process = subprocess.Popen([str(fn.runtime_python), str(FLOOR_SCRIPT), json.dumps(config)], cwd=str(fn.task_root),
+                               env=fn.environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if cpu_quota is not None:  # the same CPU time as the function (it is still importing when moved)
+        cpu_quota.add(process.pid)
+    stdout, stderr = process.communicate(timeout=600)
+    if process.returncode != 0:
+        raise BenchError(f"floor subprocess failed:\n{stderr[-3000:]}")
+    return json.loads(stdout)
 
 
 def merge_floors(floors: List[dict]) -> dict:
@@ -177,7 +183,8 @@ def _latency(values: List[float]) -> dict:
 
 def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path = DEFAULT_BUILD_DIR,
                   cache_dir: Optional[Path] = None, with_base64: bool = True, init_profile_repeats: int = 3,
-                  null_invokes: int = 5, tensorflow: bool = True, parameters: Optional[Dict[str, str]] = None) -> dict:
+                  null_invokes: int = 5, tensorflow: bool = True, parameters: Optional[Dict[str, str]] = None,
+                  cpu_quota: str = "auto") -> dict:
     build_dir = Path(build_dir).resolve()
     started = time.perf_counter()
     load_before = _loadavg()
@@ -187,14 +194,21 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
         inputs = make_inputs(images, server, with_base64)
         log("staging ours (predict_function/Dockerfile) and the baseline (bench/baseline/Dockerfile)")
         functions = stage_functions(build_dir, server.port, cache_dir, parameters)
+        quota, quota_note = _cpu_quota(cpu_quota, functions[OURS].memory_mb)
+        log(f"CPU: {quota_note}")
         runs: Dict[str, List[dict]] = {name: [] for name in _FUNCTIONS}
         floors: List[dict] = []
-        for i in range(sessions):  # interleaved, alternating which goes first; the floor between rounds
-            for name in (_FUNCTIONS if i % 2 == 0 else _FUNCTIONS[::-1]):
-                log(f"session {i + 1}/{sessions}: {name} (cold start + {warm} warm rounds x {len(inputs)} inputs)")
-                runs[name].append(run_session(functions[name], inputs, warm, null_invokes if name == OURS else 0))
-            log(f"floor {i + 1}/{sessions}: decode / preprocess / inference alone (Python 3.12, staged deps)")
-            floors.append(run_floor(functions[OURS], images, floor_repeats))
+        try:
+            for i in range(sessions):  # interleaved, alternating which goes first; the floor between rounds
+                for name in (_FUNCTIONS if i % 2 == 0 else _FUNCTIONS[::-1]):
+                    log(f"session {i + 1}/{sessions}: {name} (cold start + {warm} warm rounds x {len(inputs)} inputs)")
+                    runs[name].append(run_session(functions[name], inputs, warm, null_invokes if name == OURS else 0,
+                                                  quota))
+                log(f"floor {i + 1}/{sessions}: decode / preprocess / inference alone (Python 3.12, staged deps)")
+                floors.append(run_floor(functions[OURS], images, floor_repeats, quota))
+        finally:
+            if quota is not None:
+                quota.close()
     floor = merge_floors(floors)
     log("init profile: fresh handler-module imports (-X importtime)")
     profiles = init_profile.profile_init(
@@ -239,6 +253,7 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
             "runtime_python": floor.get("python"),
             "onnxruntime": floor.get("onnxruntime"), "numpy": floor.get("numpy"), "pillow": floor.get("pillow"),
             "memory_mb": functions[OURS].memory_mb,
+            "cpu_quota": {"cpus": round(quota.cpus, 3) if quota else None, "note": quota_note},
             "sessions": sessions, "warm_rounds_per_session": warm, "floor_repeats": floor_repeats,
             "cold_start_input": COLD_START_INPUT,
             "parameter_overrides": dict(parameters or {}),
@@ -258,6 +273,19 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
     results["targets"] = report.targets(results)
     results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def _cpu_quota(mode: str, memory_mb: int) -> tuple:
+    """``(CpuQuota or None, what the functions run on)`` for --cpu-quota auto|on|off."""
+    if mode == "off":
+        return None, f"no CPU quota (--cpu-quota off): {_cpus()} full CPUs, unlike Lambda at {memory_mb} MB"
+    quota, note = CpuQuota.create(memory_mb, name="bench")
+    if quota is None:
+        if mode == "on":
+            raise BenchError(f"--cpu-quota on: cannot set a CPU quota here ({note})")
+        return None, (f"no CPU quota ({note}): {_cpus()} full CPUs, unlike Lambda at {memory_mb} MB "
+                      f"({lambda_cpus(memory_mb):.2f} CPUs of time)")
+    return quota, f"{note}, Lambda's CPU time at {memory_mb} MB (functions and floor)"
 
 
 def _loadavg() -> Optional[float]:
@@ -298,6 +326,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--no-tensorflow", action="store_true", help="skip the tensorflow-cpu size comparison")
     parser.add_argument("--parameter-overrides", nargs="*", default=[], metavar="NAME=VALUE",
                         help="template parameters for ours, e.g. ModelVariant=int8 (the baseline keeps the fp32 model)")
+    parser.add_argument("--cpu-quota", choices=("auto", "on", "off"), default="auto",
+                        help="run the functions and the floor under Lambda's CPU time for the memory size "
+                        "(MemorySize/1769 CPUs, a cgroup CPU quota): auto (default) where the machine allows it, "
+                        "on (fail otherwise) or off")
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="images, staged task roots (default .build/bench)")
     parser.add_argument("--cache-dir", type=Path, help="local_lambda dependency cache (default .build/local_lambda/cache)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default bench/results/latest.json)")
@@ -313,7 +345,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         results = run_benchmark(sessions, warm, floor_repeats, args.build_dir, args.cache_dir,
                                 with_base64=not args.no_base64, init_profile_repeats=2 if args.quick else 3,
                                 tensorflow=not args.no_tensorflow,
-                                parameters=dict(p.split("=", 1) for p in args.parameter_overrides))
+                                parameters=dict(p.split("=", 1) for p in args.parameter_overrides),
+                                cpu_quota=args.cpu_quota)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

@@ -37,7 +37,10 @@ import urllib.request
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Union
+
+if TYPE_CHECKING:
+    from .cpu_quota import CpuQuota
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 
@@ -143,7 +146,8 @@ class Emulator:
     ...     fn.invoke({"url": "..."})
 
     ``handler``, ``runtime_python`` and the Dockerfile's ``ENV`` default to what ``stage`` recorded in
-    ``<task_root>/../stage.json``.
+    ``<task_root>/../stage.json``. ``cpu_quota`` (``local_lambda.cpu_quota.CpuQuota``) puts the RIE
+    and the runtime it starts under the CPU time Lambda gives the memory size.
     """
 
     def __init__(
@@ -160,6 +164,7 @@ class Emulator:
         rie_log_level: str = "error",
         log_sink: Optional[Callable[[str], None]] = None,
         startup_timeout_s: float = 30.0,
+        cpu_quota: Optional["CpuQuota"] = None,
     ):
         self.task_root = Path(task_root).resolve()
         if not self.task_root.is_dir():
@@ -182,6 +187,7 @@ class Emulator:
         self.rie = Path(rie) if rie else rie_path()
         self.rie_log_level = rie_log_level
         self.log_sink = log_sink
+        self.cpu_quota = cpu_quota  # Lambda's CPU time for the memory size (local_lambda.cpu_quota), if given
         self.startup_timeout_s = startup_timeout_s
         self.proc: Optional[subprocess.Popen] = None
         self.port: Optional[int] = None
@@ -280,6 +286,8 @@ class Emulator:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if self.cpu_quota is not None:  # before the first invoke starts the runtime, which inherits it
+            self.cpu_quota.add(self.proc.pid)
         _LIVE.add(self)
         self._reader = threading.Thread(target=self._read_logs, name="rie-logs", daemon=True)
         self._reader.start()

@@ -58,6 +58,9 @@ def test_every_figure_is_there(results):
     assert floor["inference_ours"]["median"] > 0 and floor["inference_default"]["median"] > 0
     assert set(results["overhead"]["ours"]) == set(report.URL_INPUTS)
     assert results["tensorflow"].get("total", {}).get("apparent", 0) > 0 or "error" in results["tensorflow"]
+    quota = results["meta"]["cpu_quota"]  # under Lambda's CPU time for 2048 MB where cgroups allow it, and said
+    assert quota["note"] and (quota["cpus"] is None or round(quota["cpus"], 2) == 1.16)
+    assert report.render(results).splitlines()[1] == f"CPU: {quota['note']}"
 
 
 def test_targets_and_table(results):
