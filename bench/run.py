@@ -184,7 +184,7 @@ def _latency(values: List[float]) -> dict:
 def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path = DEFAULT_BUILD_DIR,
                   cache_dir: Optional[Path] = None, with_base64: bool = True, init_profile_repeats: int = 3,
                   null_invokes: int = 5, tensorflow: bool = True, parameters: Optional[Dict[str, str]] = None,
-                  cpu_quota: str = "auto") -> dict:
+                  cpu_quota_mode: str = "auto") -> dict:
     build_dir = Path(build_dir).resolve()
     started = time.perf_counter()
     load_before = _loadavg()
@@ -194,7 +194,7 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
         inputs = make_inputs(images, server, with_base64)
         log("staging ours (predict_function/Dockerfile) and the baseline (bench/baseline/Dockerfile)")
         functions = stage_functions(build_dir, server.port, cache_dir, parameters)
-        quota, quota_note = _cpu_quota(cpu_quota, functions[OURS].memory_mb)
+        quota, quota_note = make_cpu_quota(cpu_quota_mode, functions[OURS].memory_mb)
         log(f"CPU: {quota_note}")
         runs: Dict[str, List[dict]] = {name: [] for name in _FUNCTIONS}
         floors: List[dict] = []
@@ -275,7 +275,7 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
     return results
 
 
-def _cpu_quota(mode: str, memory_mb: int) -> tuple:
+def make_cpu_quota(mode: str, memory_mb: int) -> tuple:
     """``(CpuQuota or None, what the functions run on)`` for --cpu-quota auto|on|off."""
     if mode == "off":
         return None, f"no CPU quota (--cpu-quota off): {_cpus()} full CPUs, unlike Lambda at {memory_mb} MB"
@@ -346,7 +346,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 with_base64=not args.no_base64, init_profile_repeats=2 if args.quick else 3,
                                 tensorflow=not args.no_tensorflow,
                                 parameters=dict(p.split("=", 1) for p in args.parameter_overrides),
-                                cpu_quota=args.cpu_quota)
+                                cpu_quota_mode=args.cpu_quota)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
