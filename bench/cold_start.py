@@ -11,8 +11,10 @@ variants (both copied to a temporary folder and compiled by the runtime's Python
 Dockerfile does); dependencies and model come from one staged task root, so a revision that
 imports a dependency the work tree has dropped needs ``--task-root`` pointing at one that still
 has it. Runs alternate between the variants; the "1 CPU" column pins each process to one CPU
-with ``taskset`` (Lambda at <= 1769 MB has one vCPU's worth of CPU time). Prints medians and the
-ratio; compare ratios, not milliseconds, across runs.
+with ``taskset`` (Lambda at <= 1769 MB has one vCPU's worth of CPU time), the "1.16 CPUs" column
+runs it on both CPUs under a cgroup CPU quota of 1.16 CPUs (Lambda's CPU time at 2048 MB; only
+where the machine allows a quota, ``local_lambda.cpu_quota``). Prints medians and the ratio;
+compare ratios, not milliseconds, across runs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -34,9 +36,13 @@ if str(REPO) not in sys.path:
 
 from bench.functions import DEFAULT_CACHE  # noqa: E402
 from bench.images import make_images  # noqa: E402
+from local_lambda.cpu_quota import CpuQuota  # noqa: E402
 
 _CHILD = """
-import base64, contextlib, io, json, sys, time
+import base64, contextlib, io, json, os, sys, time
+if len(sys.argv) > 3 and sys.argv[3]:  # a CPU quota's cgroup.procs: join it before anything else
+    with open(sys.argv[3], "w") as procs:
+        procs.write(str(os.getpid()))
 started = time.perf_counter()
 import awslambdaric.bootstrap  # what the runtime imports before the handler
 sys.path.insert(0, sys.argv[1])
@@ -83,12 +89,13 @@ def _staged_task_root(build_dir: Path) -> tuple[Path, Path]:
 
 
 def measure(variants: Dict[str, Path], task_root: Path, python: Path, image: Path, runs: int,
-            pin_one_cpu: bool) -> Dict[str, Dict[str, List[float]]]:
+            pin_one_cpu: bool, quota: Optional[CpuQuota] = None) -> Dict[str, Dict[str, List[float]]]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": str(task_root),
            "LAMBDA_TASK_ROOT": str(task_root), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
     prefix = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] if pin_one_cpu else []
-    commands = {name: [*prefix, str(python), "-c", _CHILD, str(path), str(image)] for name, path in variants.items()}
+    procs = str(quota.path / "cgroup.procs") if quota else ""
+    commands = {name: [*prefix, str(python), "-c", _CHILD, str(path), str(image), procs] for name, path in variants.items()}
     return interleaved(commands, runs, env, task_root)
 
 
@@ -125,18 +132,27 @@ def main(argv: List[str] | None = None) -> int:
             subprocess.run([str(python), "-m", "compileall", "-q", str(path / "classifier")], check=True)
         if shutil.which("taskset") is None:
             print("taskset not found: the 1-CPU column is skipped", file=sys.stderr)
-        settings = [("2 CPUs" if len(os.sched_getaffinity(0)) > 1 else "all CPUs", False)]
+        settings = [("2 CPUs" if len(os.sched_getaffinity(0)) > 1 else "all CPUs", False, None)]
         if shutil.which("taskset"):
-            settings.append(("1 CPU", True))
+            settings.append(("1 CPU", True, None))
+        quota, why = CpuQuota.create(2048, name="cold-start")
+        if quota is not None:
+            settings.append(("1.16 CPUs", False, quota))  # Lambda's CPU time at 2048 MB, over both CPUs
+        else:
+            print(f"no CPU quota ({why}): the 1.16-CPU column is skipped", file=sys.stderr)
         print(f"cold start = import awslambdaric + classifier.handler + first 1 MP base64 request; "
               f"{args.runs} fresh processes per cell, medians (ms)")
-        for label, pin in settings:
-            result = measure(variants, task_root, python, Path(images["jpeg_1mp"].path), args.runs, pin)
-            medians = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in result.items()}
-            base = medians[args.against]["first_request_ms"]
-            for name, m in medians.items():
-                print(f"  {label:8s} {name:>12s}: init {m['import_ms']:6.1f}   init + first request {m['first_request_ms']:6.1f}"
-                      f"   ({m['first_request_ms'] / base:.3f}x)")
+        try:
+            for label, pin, cell_quota in settings:
+                result = measure(variants, task_root, python, Path(images["jpeg_1mp"].path), args.runs, pin, cell_quota)
+                medians = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in result.items()}
+                base = medians[args.against]["first_request_ms"]
+                for name, m in medians.items():
+                    print(f"  {label:9s} {name:>12s}: init {m['import_ms']:6.1f}   init + first request "
+                          f"{m['first_request_ms']:6.1f}   ({m['first_request_ms'] / base:.3f}x)")
+        finally:
+            if quota is not None:
+                quota.close()
     return 0
 
 

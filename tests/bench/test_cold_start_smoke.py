@@ -17,6 +17,12 @@ def test_cold_start_compares_the_work_tree_with_a_revision(tmp_path, capsys):
     assert cold_start.main(["--against", "HEAD", "--runs", "1", "--build-dir", str(tmp_path)]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if "init + first request" in line]
     assert {row.split(":")[0].split()[-1] for row in rows} == {"tree", "HEAD"}
+    from local_lambda.cpu_quota import CpuQuota
+
+    quota, _ = CpuQuota.create(2048, name="smoke-probe")
+    if quota is not None:  # where a quota can be set, the cold start is also measured under Lambda's CPU time
+        quota.close()
+        assert sum(row.lstrip().startswith("1.16 CPUs") for row in rows) == 2
     for row in rows:
         init, total = (float(v) for v in re.findall(r"init(?: \+ first request)? +([\d.]+)", row))
         assert 0 < init < total
