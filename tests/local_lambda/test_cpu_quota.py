@@ -38,10 +38,12 @@ def _quota_us(quota: CpuQuota) -> int:
 
 def test_a_quota_of_one_cpu_throttles_two_busy_threads(quota):
     assert quota.cpus == 1.0 and _quota_us(quota) == PERIOD_US
-    busy = ("import threading, time\n"
+    # hashlib releases the GIL on large buffers: two threads hashing really want two CPUs.
+    busy = ("import hashlib, threading, time\n"
+            "block = bytes(4 << 20)\n"
             "def spin():\n"
-            "    end = time.monotonic() + 0.6\n"
-            "    while time.monotonic() < end: pass\n"
+            "    end = time.monotonic() + 1.0\n"
+            "    while time.monotonic() < end: hashlib.sha256(block).digest()\n"
             "ts = [threading.Thread(target=spin) for _ in range(2)]\n"
             "[t.start() for t in ts]; [t.join() for t in ts]\n")
     process = subprocess.Popen([sys.executable, "-c", busy])
