@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import signal
 import sys
@@ -11,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from . import lint as lint_mod
 from .apigw import ApiServer, EmulatorRunner, build_api, require_loopback, stderr_sink
+from .cpu_quota import CpuQuota
 from .emulator import Emulator, EmulatorError
 from .interpreters import InterpreterNotFound
 from .stage import StageError, StageResult, stage
@@ -54,7 +56,20 @@ def _emulator(args, fn: FunctionConfig, staged: StageResult, env_vars: Dict[str,
     warning = fn.architecture_warning()
     for message in warnings + ([warning] if warning else []):
         _log(f"warning: {message}")
+    if args.lambda_cpu:
+        emulator.cpu_quota = _cpu_quota(fn)
     return emulator
+
+
+def _cpu_quota(fn: FunctionConfig) -> CpuQuota:
+    """Lambda's CPU time for the function's memory size, or an error that says why there is none."""
+    quota, note = CpuQuota.create(fn.memory_mb, name=f"local-lambda-{fn.logical_id}")
+    if quota is None:
+        raise EmulatorError(f"--lambda-cpu: cannot set a CPU quota here ({note}); it needs a writable cgroup "
+                            "cpu controller (e.g. run as root)")
+    atexit.register(quota.close)  # once the emulator's processes are gone
+    _log(f"{fn.logical_id}: {note} (Lambda's CPU time at {fn.memory_mb} MB)")
+    return quota
 
 
 def _env_vars(path: Optional[str]) -> Dict[str, Any]:
@@ -173,6 +188,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument("-n", "--env-vars", help='JSON: {"Parameters": {...}, "<Function>": {"VAR": "value"}}')
         p.add_argument("--skip-stage", action="store_true", help="reuse the last staged task root as is")
         p.add_argument("--rie-log-level", default="error", help="RIE log level (sam local uses error)")
+        p.add_argument("--lambda-cpu", action="store_true",
+                       help="give the function only the CPU time Lambda gives its MemorySize (MemorySize/1769 "
+                       "CPUs, a cgroup CPU quota; needs a writable cgroup cpu controller, e.g. root)")
 
     p = sub.add_parser("lint", help="hadolint the function's Dockerfile")
     common(p)

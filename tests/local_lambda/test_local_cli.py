@@ -93,3 +93,22 @@ def test_stage_fails_clearly_on_an_unsupported_dockerfile(project):
 def test_start_api_refuses_non_loopback(project):
     out = run("start-api", "--host", "0.0.0.0", cwd=project)
     assert out.returncode == 2 and "loopback" in out.stderr
+
+
+def test_invoke_with_lambdas_cpu_time(project, cache_dir):
+    """--lambda-cpu: the runtime runs in a cgroup with MemorySize/1769 CPUs of quota, or the CLI says why not."""
+    from local_lambda.cpu_quota import CpuQuota
+
+    (project / "fn" / "app.py").write_text(
+        "def handler(event, context):\n"
+        "    return {'cgroups': open('/proc/self/cgroup').read()}\n")
+    out = run("invoke", "Tiny", "--lambda-cpu", cwd=project, env_extra={"LOCAL_LAMBDA_CACHE_DIR": str(cache_dir)})
+    probe, why = CpuQuota.create(256, name="cli-probe")
+    if probe is None:  # no writable cpu controller on this machine: a clear refusal, not a silent full-CPU run
+        assert out.returncode == 2 and "--lambda-cpu: cannot set a CPU quota here" in out.stderr
+        return
+    probe.close()
+    assert out.returncode == 0, out.stderr
+    assert "Tiny: cgroup v" in out.stderr and "CPU quota 0.14 CPUs (Lambda's CPU time at 256 MB)" in out.stderr
+    cgroups = json.loads(out.stdout)["cgroups"]
+    assert "local-lambda-Tiny-" in cgroups  # the runtime process itself was inside the quota's cgroup
