@@ -36,6 +36,7 @@ if str(REPO) not in sys.path:
 
 from bench.functions import DEFAULT_CACHE  # noqa: E402
 from bench.images import make_images  # noqa: E402
+from bench.run import make_cpu_quota  # noqa: E402
 from local_lambda.cpu_quota import CpuQuota  # noqa: E402
 
 _CHILD = """
@@ -135,11 +136,11 @@ def main(argv: List[str] | None = None) -> int:
         settings = [("2 CPUs" if len(os.sched_getaffinity(0)) > 1 else "all CPUs", False, None)]
         if shutil.which("taskset"):
             settings.append(("1 CPU", True, None))
-        quota, why = CpuQuota.create(2048, name="cold-start")
+        quota, cpu = make_cpu_quota("auto", 2048)  # Lambda's CPU time at 2048 MB, over both CPUs
         if quota is not None:
-            settings.append(("1.16 CPUs", False, quota))  # Lambda's CPU time at 2048 MB, over both CPUs
+            settings.append(("1.16 CPUs", False, quota))
         else:
-            print(f"no CPU quota ({why}): the 1.16-CPU column is skipped", file=sys.stderr)
+            print(f"{cpu}: the 1.16-CPU column is skipped", file=sys.stderr)
         print(f"cold start = import awslambdaric + classifier.handler + first 1 MP base64 request; "
               f"{args.runs} fresh processes per cell, medians (ms)")
         try:

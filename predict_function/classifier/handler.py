@@ -18,7 +18,7 @@ def cold_start() -> "Handler":
     settings = Settings.from_env()
     loading = Classifier.start_loading(settings.model_path, settings.ort_intra_op_threads, settings.cpus > 1)
     # With a second CPU, onnxruntime builds the session (mostly outside the GIL) while the rest
-    # of the pipeline (urllib3, Powertools, ...) imports, instead of one after the other.
+    # of the pipeline (Pillow's decoders, Powertools, the fetcher, ...) imports, instead of one after the other.
     from .app import make_handler
     from .fetch import Fetched, FetchPolicy, fetch_url
 

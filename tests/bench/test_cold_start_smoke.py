@@ -49,3 +49,17 @@ def test_session_options_reports_every_variant(tmp_path, capsys):
         session, first, total, warm, request, rss_session, rss_runs = (float(v) for v in row[len(name):].split())
         assert 0 < session < total and 0 < first < total and 0 < warm < request  # a request also decodes
         assert 0 < rss_session <= rss_runs  # a peak only grows
+
+
+def test_cold_start_runs_on_the_given_task_root(tmp_path):
+    """--task-root replaces the staged dependencies + model: a root without the model fails the run."""
+    import os
+    import shutil
+
+    import pytest
+
+    staged, _ = cold_start._staged_task_root(tmp_path / "stage")
+    other = tmp_path / "other"
+    shutil.copytree(staged, other, copy_function=os.link, ignore=shutil.ignore_patterns("model"))
+    with pytest.raises(SystemExit, match="model file not found"):
+        cold_start.main(["--against", "HEAD", "--runs", "1", "--build-dir", str(tmp_path), "--task-root", str(other)])
