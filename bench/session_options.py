@@ -129,7 +129,9 @@ def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.session_options", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10, help="fresh processes per variant (default 10)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2: 2048 MB)")
-    parser.add_argument("--model", type=Path, default=REPO / "predict_function" / "model" / "model.onnx")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="default: model/model.onnx of the staged task root, as the function serves it "
+                             "(graph + external weights from the Dockerfile's model stage)")
     parser.add_argument("--cpu-quota", choices=("auto", "on", "off"), default="auto",
                         help="Lambda's CPU time at 2048 MB (a cgroup CPU quota) where the machine allows it (default auto)")
     parser.add_argument("--build-dir", type=Path, default=REPO / ".build" / "bench")
@@ -137,15 +139,16 @@ def main(argv: List[str] | None = None) -> int:
 
     images = make_images(args.build_dir / "images")
     task_root, python = _staged_task_root(args.build_dir / "stage")
+    model = args.model.resolve() if args.model else task_root / "model" / "model.onnx"
     quota, cpu = make_cpu_quota(args.cpu_quota, 2048)
     try:
-        result = measure(task_root, python, args.model.resolve(),
+        result = measure(task_root, python, model,
                          [Path(images[k].path) for k in ("jpeg_1mp", "jpeg_12mp", "png_0.3mp")],
                          args.runs, args.threads, VARIANTS, quota)
     finally:
         if quota is not None:
             quota.close()
-    print(f"{args.model.name}, {args.threads} intra-op threads, {args.runs} fresh processes per variant, medians")
+    print(f"{model.name}{'' if args.model else ' (staged)'}, {args.threads} intra-op threads, {args.runs} fresh processes per variant, medians")
     print(f"CPU: {cpu}")
     print(f"{'variant':28s} {'session ms':>10s} {'first run':>10s} {'sum':>7s} {'warm ms':>8s} {'request ms':>11s}"
           f" {'RSS session MB':>15s} {'RSS runs MB':>12s}")

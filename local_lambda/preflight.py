@@ -31,6 +31,7 @@ Library use: ``report = run_preflight("template.yaml")``; ``report.ok``; ``print
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import os
@@ -187,10 +188,25 @@ class ImageView:
     used_sources: Set[Path] = field(default_factory=set)
     requirement_sources: Dict[str, Provided] = field(default_factory=dict)  # as present at the RUN
     missing_requirements: List[Tuple[str, int]] = field(default_factory=list)
+    # image paths (files or directories) that a build stage's RUN python -m makes: (RUN line, stage)
+    generated: Dict[str, Tuple[int, str]] = field(default_factory=dict)
+    runs: List[Tuple[int, str]] = field(default_factory=list)  # this stage's lineage's RUN python -m
 
     def has_dir(self, image_path: str) -> bool:
         prefix = image_path.rstrip("/") + "/"
         return any(p.startswith(prefix) for p in self.files)
+
+    def made_by(self, image_path: str) -> Optional[Tuple[int, str]]:
+        """The RUN (line, stage) that makes ``image_path`` at build time, if a generated path holds it."""
+        for path, origin in self.generated.items():
+            if image_path == path or image_path.startswith(path.rstrip("/") + "/"):
+                return origin
+        return None
+
+    def stage_copy(self) -> "ImageView":
+        """The view a stage FROM this one starts with (the diagnostics lists stay shared)."""
+        return dataclasses.replace(self, files=dict(self.files), removed=dict(self.removed),
+                                   generated=dict(self.generated), runs=list(self.runs))
 
 
 class Project:
@@ -251,11 +267,42 @@ class Project:
         return self._walk_cache[directory]
 
     def _image_view(self) -> ImageView:
-        """Replay COPY / RUN rm without copying anything (same rules as local_lambda.stage)."""
-        view = ImageView()
+        """Replay COPY / RUN rm of every stage without copying anything (same rules as
+        local_lambda.stage); the function stage's view. Diagnostics cover all stages."""
         assert self.plan is not None
-        for step in self.plan.steps:
-            if isinstance(step, dp.CopyStep):
+        shared = ImageView()
+        views: Dict[int, ImageView] = {}
+        for stage in self.plan.stages:
+            base = views[stage.parent].stage_copy() if stage.parent is not None else dataclasses.replace(
+                shared, files={}, removed={}, generated={}, runs=[])
+            views[stage.index] = self._replay(stage, base, views)
+        return views[self.plan.final.index]
+
+    def _copy_from_stage(self, step: dp.CopyStep, view: ImageView, source: ImageView) -> None:
+        label = self.plan.stages[step.from_stage].label if self.plan else "?"
+        for src in step.sources:
+            src_path = posixpath.normpath(src)
+            found = {p: prov for p, prov in source.files.items() if p == src_path or p.startswith(src_path + "/")}
+            target_dir = step.dest.endswith("/") or len(step.sources) > 1
+            for path, provided in found.items():
+                rel = posixpath.relpath(path, src_path)
+                if rel == ".":
+                    rel = posixpath.basename(path) if target_dir else ""
+                view.files[posixpath.normpath(posixpath.join(step.dest, rel))] = provided
+            made = source.made_by(src_path) or (source.runs[-1] if source.runs else None)
+            if made is not None:  # a RUN in that stage may (re)make it: known only once built
+                view.generated[posixpath.normpath(step.dest)] = made
+            elif not found:
+                view.copy_errors.append(f"Dockerfile line {step.line}: COPY --from={label} {src}: no earlier "
+                                        f"step of stage {label} puts anything there; docker build fails")
+
+    def _replay(self, stage: dp.Stage, view: ImageView, views: Dict[int, ImageView]) -> ImageView:
+        for step in stage.steps:
+            if isinstance(step, dp.PythonModuleStep):
+                view.runs.append((step.line, stage.label))
+            elif isinstance(step, dp.CopyStep) and step.from_stage is not None:
+                self._copy_from_stage(step, view, views[step.from_stage])
+            elif isinstance(step, dp.CopyStep):
                 matches: List[Path] = []
                 for src in step.sources:
                     clean = posixpath.normpath(src).lstrip("/")
@@ -266,7 +313,9 @@ class Project:
                         [self.context / clean] if clean != "." else [self.context])
                     found = [p for p in found if p.exists() and (not self.ignored(p) or (p.is_dir() and self.context_files(p)))]
                     if not found:
-                        why = self._why_absent(self.context / clean)
+                        missing = self.context / clean
+                        inside = sorted(f for f in missing.rglob("*") if f.is_file()) if missing.is_dir() else []
+                        why = self._why_absent(inside[0] if inside else missing)  # a directory: why its files are out
                         view.copy_errors.append(
                             f"Dockerfile line {step.line}: COPY {src}: {why}; docker build fails with "
                             f"\"{src}: not found\"")
@@ -719,7 +768,8 @@ def check_wheels(project: Project, lock: Optional[Lock], cache_dir: Optional[Pat
                            ["fix the Python check first (FROM tag / lock file)"])
     lock_name = project.display(lock.path)
     require_hashes = any(
-        isinstance(s, dp.PipInstallStep) and "--require-hashes" in _run_words(project, s.line) for s in project.plan.steps
+        isinstance(s, dp.PipInstallStep) and "--require-hashes" in _run_words(project, s.line)
+        for s in project.plan.all_steps()
     ) if project.plan else True
     unknown = [a for a in project.architectures if a not in MACHINES]
     for arch in unknown:
@@ -800,8 +850,8 @@ def explain_missing(project: Project, image_path: str) -> str:
     if image_path in view.removed:
         return f"Dockerfile line {view.removed[image_path]} removes it (RUN rm): keep it or point at another file"
     assert project.plan is not None
-    for step in project.plan.steps:
-        if not isinstance(step, dp.CopyStep):
+    for step in project.plan.all_steps():
+        if not isinstance(step, dp.CopyStep) or step.from_stage is not None:
             continue
         dest = step.dest.rstrip("/")
         if image_path != dest and not image_path.startswith(dest + "/"):
@@ -829,6 +879,8 @@ def explain_missing(project: Project, image_path: str) -> str:
         return (f"no COPY in {project.display(project.dockerfile)} puts anything there, though "
                 f"{project.display(src)} is in the build context: add '{copy}'{extra}")
     same_kind = sorted(p for p in view.files if PurePosixPath(p).suffix == PurePosixPath(image_path).suffix)[:5]
+    same_kind += [f"{path}/ (made at build time by RUN line {line}, stage {stage})"
+                  for path, (line, stage) in sorted(view.generated.items())]
     hint = f"; the image has {', '.join(same_kind)}" if same_kind else ""
     return (f"there is no {name} in the build context {project.display(project.context)} and no COPY "
             f"provides it{hint}")
@@ -905,8 +957,16 @@ def check_files(project: Project) -> CheckResult:
                                     "file: run 'git lfs pull' before building")
             elif view.has_dir(path):
                 checked.append(f"{name}={path}/ (directory)")
+            elif view.made_by(path) is not None:
+                line, stage = view.made_by(path)
+                checked.append(f"{name}={path} <- made at build time by RUN line {line} (stage {stage})")
             else:
                 problems.append(f"{name}={path} (template/ENV) is not in the image: {explain_missing(project, path)}")
+    reported = " ".join(problems)
+    for source in sorted(view.used_sources):
+        if source.suffix not in (".py", ".txt") and project.display(source) not in reported and _is_lfs_pointer(source):
+            problems.append(f"{project.display(source)} (COPYed into the image) is a Git LFS pointer, not the "
+                            "file: run 'git lfs pull' before building")
     # the code: imports of its own modules, literal /var/task paths
     py_files = _python_files(project)
     top_level = {PurePosixPath(p).relative_to(dp.IMAGE_TASK_ROOT).parts[0].removesuffix(".py") for p in py_files}

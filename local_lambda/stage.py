@@ -128,34 +128,70 @@ def _create_runtime(interpreter: Interpreter, venv: Path) -> None:
     (venv / ".complete").write_text("")
 
 
+def _local(task_root: Path, image_path: str, line: int) -> Path:
+    """Where an absolute image path under /var/task lives in a staged ``task_root``."""
+    rel = PurePosixPath(image_path).relative_to("/") if image_path.startswith("/") else None
+    root = PurePosixPath(dp.IMAGE_TASK_ROOT)
+    path = PurePosixPath(os_normpath(image_path))
+    if rel is None or not (path == root or root in path.parents):
+        raise StageError(
+            f"line {line}: {image_path} is outside {dp.IMAGE_TASK_ROOT} (LAMBDA_TASK_ROOT); "
+            "only the task root can be staged without Docker"
+        )
+    return task_root.joinpath(*path.relative_to(root).parts)
+
+
+def _copy_file(src: Path, target: Path) -> None:
+    """Copy without writing through ``target``: files from pip's cache or an earlier stage are hard links."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():
+        target.unlink()
+    shutil.copy2(src, target)
+
+
 class _Stager:
-    def __init__(self, plan: dp.BuildPlan, context: Path, dockerfile: Path, task_root: Path,
-                 cache_dir: Path, python: Path):
+    """Stages one build stage into ``task_root``; ``roots`` holds the earlier stages' task roots."""
+
+    def __init__(self, plan: dp.BuildPlan, stage: dp.Stage, context: Path, dockerfile: Path, task_root: Path,
+                 cache_dir: Path, python: Path, roots: Dict[int, Path]):
         self.plan = plan
+        self.stage = stage
         self.context = context
         self.ignore = DockerIgnore.for_context(context, dockerfile)
         self.task_root = task_root
         self.cache_dir = cache_dir
         self.python = python
+        self.roots = roots
         self.deps_cache_hit: Optional[bool] = None
         self.deps_dir: Optional[Path] = None
 
     def local(self, image_path: str, line: int) -> Path:
-        rel = PurePosixPath(image_path).relative_to("/") if image_path.startswith("/") else None
-        root = PurePosixPath(dp.IMAGE_TASK_ROOT)
-        path = PurePosixPath(os_normpath(image_path))
-        if rel is None or not (path == root or root in path.parents):
-            raise StageError(
-                f"line {line}: {image_path} is outside {dp.IMAGE_TASK_ROOT} (LAMBDA_TASK_ROOT); "
-                "only the task root can be staged without Docker"
-            )
-        return self.task_root.joinpath(*path.relative_to(root).parts)
+        return _local(self.task_root, image_path, line)
 
     # COPY / ADD -----------------------------------------------------------------------------
     def _context_files(self, directory: Path) -> List[Path]:
         return self.ignore.files_under(self.context, directory)
 
+    def copy_from_stage(self, step: dp.CopyStep) -> None:
+        assert step.from_stage is not None
+        source_root = self.roots[step.from_stage]
+        label = self.plan.stages[step.from_stage].label
+        matches = [_local(source_root, src, step.line) for src in step.sources]
+        for src, path in zip(step.sources, matches):
+            if not path.exists():
+                raise StageError(f"line {step.line}: COPY --from={label} {src}: not in that stage")
+        dest = self.local(step.dest, step.line)
+        dest_is_dir = step.dest.endswith("/") or len(matches) > 1 or dest.is_dir()
+        for src in matches:
+            if src.is_dir():
+                for file in sorted(f for f in src.rglob("*") if f.is_file()):
+                    _copy_file(file, dest / file.relative_to(src))
+            else:
+                _copy_file(src, dest / src.name if dest_is_dir else dest)
+
     def copy(self, step: dp.CopyStep) -> None:
+        if step.from_stage is not None:
+            return self.copy_from_stage(step)
         matches: List[Path] = []
         for src in step.sources:
             clean = os_normpath(src).lstrip("/")
@@ -179,13 +215,9 @@ class _Stager:
         for src in matches:
             if src.is_dir():
                 for file in self._context_files(src):
-                    target = dest / file.relative_to(src)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(file, target)
+                    _copy_file(file, dest / file.relative_to(src))
             else:
-                target = dest / src.name if dest_is_dir else dest
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, target)
+                _copy_file(src, dest / src.name if dest_is_dir else dest)
 
     # RUN pip install ------------------------------------------------------------------------
     def pip_install(self, step: dp.PipInstallStep) -> None:
@@ -254,8 +286,20 @@ class _Stager:
             elif not step.force:
                 raise StageError(f"line {step.line}: rm {image_path}: no such file")
 
+    # RUN python -m <module> -----------------------------------------------------------------
+    def python_module(self, step: dp.PythonModuleStep) -> None:
+        """The image runs it in /var/task, where ``-m`` finds the module and the dependencies pip put there."""
+        args = [str(self.local(a, step.line)) if a.startswith(dp.IMAGE_TASK_ROOT + "/") or a == dp.IMAGE_TASK_ROOT
+                else a for a in step.args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
+        env.update(self.stage.env)
+        env.update(LAMBDA_TASK_ROOT=str(self.task_root), PYTHONDONTWRITEBYTECODE="1")
+        _run([str(self.python), "-m", step.module, *args],
+             f"line {step.line}: python -m {step.module} ({self.stage.label})",
+             cwd=str(self.local(self.stage.workdir, step.line)), env=env)
+
     def run(self) -> None:
-        for step in self.plan.steps:
+        for step in self.stage.steps:
             if isinstance(step, dp.CopyStep):
                 self.copy(step)
             elif isinstance(step, dp.PipInstallStep):
@@ -264,8 +308,32 @@ class _Stager:
                 self.compileall(step)
             elif isinstance(step, dp.RemoveStep):
                 self.remove(step)
+            elif isinstance(step, dp.PythonModuleStep):
+                self.python_module(step)
             else:  # pragma: no cover
                 raise StageError(f"unknown step {step!r}")
+
+
+def _stage_all(plan: dp.BuildPlan, context: Path, dockerfile: Path, task_root: Path, cache_dir: Path,
+               python: Path) -> List["_Stager"]:
+    """Stage every stage in order: the function's into ``task_root``, earlier ones beside it under
+    ``stages/`` (kept for inspection). A stage FROM an earlier one starts as hard links to its files."""
+    roots: Dict[int, Path] = {}
+    stagers: List[_Stager] = []
+    for stage in plan.stages:
+        is_final = stage is plan.final
+        root = task_root if is_final else task_root.parent / "stages" / f"{stage.index}-{stage.name or 'stage'}" / "task"
+        root.mkdir(parents=True)
+        if stage.parent is not None:
+            _link_tree(roots[stage.parent], root)
+        stager = _Stager(plan, stage, context, dockerfile, root, cache_dir, python, roots)
+        try:
+            stager.run()
+        except dp.DockerfileError as exc:
+            raise StageError(f"{dockerfile}: {exc}") from exc
+        roots[stage.index] = root
+        stagers.append(stager)
+    return stagers
 
 
 @contextlib.contextmanager
@@ -326,12 +394,9 @@ def stage(
     function_dir.mkdir(parents=True, exist_ok=True)
     with _locked(function_dir / ".lock"), _locked(cache_dir / ".lock"):
         shutil.rmtree(task_root, ignore_errors=True)
-        task_root.mkdir(parents=True)
-        stager = _Stager(plan, context, dockerfile, task_root, cache_dir, python)
-        try:
-            stager.run()
-        except dp.DockerfileError as exc:
-            raise StageError(f"{dockerfile}: {exc}") from exc
+        shutil.rmtree(function_dir / "stages", ignore_errors=True)
+        stagers = _stage_all(plan, context, dockerfile, task_root, cache_dir, python)
+    deps = next((s for s in stagers if s.deps_dir is not None), None)
     result = StageResult(
         function_name=function_name,
         task_root=str(task_root),
@@ -340,8 +405,8 @@ def stage(
         runtime_python=str(python),
         base_image=plan.base_image,
         image_env=dict(plan.env),
-        deps_cache_hit=stager.deps_cache_hit,
-        deps_dir=str(stager.deps_dir) if stager.deps_dir else None,
+        deps_cache_hit=deps.deps_cache_hit if deps else None,
+        deps_dir=str(deps.deps_dir) if deps else None,
         seconds=round(time.perf_counter() - started, 3),
         warnings=warnings,
     )

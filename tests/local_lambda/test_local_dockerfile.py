@@ -22,15 +22,20 @@ def test_project_dockerfile_is_understood():
     plan = dp.parse(REPO / "predict_function" / "Dockerfile")
     assert plan.python_version == "3.12"
     assert plan.handler == "classifier.handler.lambda_handler"
-    kinds = [type(s).__name__ for s in plan.steps]
-    assert kinds[:3] == ["CopyStep", "PipInstallStep", "RemoveStep"]
-    assert kinds[-1] == "CompileallStep"
-    pip = next(s for s in plan.steps if isinstance(s, dp.PipInstallStep))
+    deps, model, function = plan.stages
+    assert (deps.name, deps.parent, model.name, model.parent, function.name, function.parent) == (
+        "deps", None, "model", 0, None, 0)
+    assert [type(s).__name__ for s in deps.steps] == ["CopyStep", "PipInstallStep", "RemoveStep", "RemoveStep"]
+    pip = deps.steps[1]
     assert pip.target == "/var/task"
     assert pip.requirements == ("/var/task/requirements.txt",)
     assert pip.compile_bytecode
-    copies = [s for s in plan.steps if isinstance(s, dp.CopyStep)]
-    assert all(c.dest.startswith("/var/task/") for c in copies)
+    assert model.steps[-1] == dp.PythonModuleStep("image_build.external_weights", ("model-src", "model"), model.steps[-1].line)
+    # the function stage: the model out of the build stage, then the code (layers: deps -> model -> code)
+    kinds = [type(s).__name__ for s in plan.steps]
+    assert kinds == ["CopyStep", "CopyStep", "CompileallStep"]
+    assert plan.steps[0].from_stage == model.index and plan.steps[0].sources == ("/var/task/model/",)
+    assert all(c.dest.startswith("/var/task/") for c in plan.all_steps() if isinstance(c, dp.CopyStep))
 
 
 @pytest.mark.parametrize(
@@ -108,10 +113,16 @@ def test_unknown_run_lines_fail_clearly(tmp_path, run, message):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("FROM public.ecr.aws/lambda/python:3.12 AS b\nFROM public.ecr.aws/lambda/python:3.12\n", "multi-stage"),
+        ("FROM public.ecr.aws/lambda/python:3.12 AS b\nFROM public.ecr.aws/lambda/python:3.13\n", "every stage must use Python 3.12"),
+        ("FROM public.ecr.aws/lambda/python:3.12 AS b\nFROM public.ecr.aws/lambda/python:3.12 AS B\n", "already exists"),
+        ("FROM public.ecr.aws/lambda/python:3.12 AS b\nFROM b\nCOPY --from=b x /var/task/\n", "absolute path"),
+        ("FROM public.ecr.aws/lambda/python:3.12\nCOPY --from=python:3.12 /x /var/task/\n", "only an earlier stage"),
+        ("FROM public.ecr.aws/lambda/python:3.12 as a\nCOPY --from=a /var/task/x /var/task/\n", "only an earlier stage"),
+        ("FROM public.ecr.aws/lambda/python:3.12\nRUN python build.py\n", "python -m <module>"),
+        ("FROM public.ecr.aws/lambda/python:3.12\nRUN python -c 'print(1)'\n", "python -m <module>"),
         ("FROM public.ecr.aws/lambda/python:3.12\nENTRYPOINT [\"/bin/sh\"]\n", "ENTRYPOINT"),
         ("FROM public.ecr.aws/lambda/python:3.12\nWORKDIR /app\n", "WORKDIR /app"),
-        ("FROM public.ecr.aws/lambda/python:3.12\nCOPY --from=builder /x /var/task/\n", "--from"),
+        ("FROM public.ecr.aws/lambda/python:3.12\nCOPY --from=builder /x /var/task/\n", "--from=builder"),
         ("FROM public.ecr.aws/lambda/python:3.12\nADD https://example.org/x.py /var/task/\n", "only plain local files"),
         ("FROM public.ecr.aws/lambda/python:3.12\nCOPY x $UNDEFINED/\n", "$UNDEFINED is not defined"),
     ],
@@ -131,3 +142,28 @@ def test_shell_form_cmd_and_harmless_instructions(tmp_path):
     """))
     assert plan.handler == "app.handler"
     assert any("LABEL" in w for w in plan.warnings) and any("USER" in w for w in plan.warnings)
+
+
+def test_multi_stage_builds(tmp_path):
+    plan = dp.parse(write(tmp_path, """
+        ARG PY=3.12
+        FROM public.ecr.aws/lambda/python:${PY} AS base
+        ENV MODE=fast
+        CMD ["app.handler"]
+        FROM base AS build
+        COPY tools/ ${LAMBDA_TASK_ROOT}/tools/
+        RUN python -m tools.make --out $LAMBDA_TASK_ROOT/out && rm -rf ${LAMBDA_TASK_ROOT}/tools
+        FROM public.ecr.aws/lambda/python:${PY}-arm64 AS other
+        FROM Base
+        COPY --from=build ${LAMBDA_TASK_ROOT}/out/ ${LAMBDA_TASK_ROOT}/data/
+        COPY --from=2 /var/task/x.txt /var/task/
+    """))
+    assert [(s.name, s.parent) for s in plan.stages] == [("base", None), ("build", 0), ("other", None), (None, 0)]
+    build = plan.stages[1]
+    assert build.steps[1] == dp.PythonModuleStep("tools.make", ("--out", "/var/task/out"), 7)
+    assert build.env == {"MODE": "fast"} and plan.stages[2].env == {}
+    assert plan.env == {"MODE": "fast"} and plan.handler == "app.handler"  # inherited from "base"
+    assert plan.steps == [dp.CopyStep(("/var/task/out/",), "/var/task/data/", 10, from_stage=1),
+                          dp.CopyStep(("/var/task/x.txt",), "/var/task/", 11, from_stage=2)]
+    assert [s.name for s in plan.lineage()] == ["base", None]
+    assert len(plan.all_steps()) == 5

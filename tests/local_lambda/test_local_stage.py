@@ -136,6 +136,77 @@ def test_staged_root_runs_under_the_emulator(context, tmp_path, cache_dir):
         assert fn.invoke({}) == {"greeting": "hello", "value": 42, "data": {"a": 1}, "version": 1}
 
 
+MULTI_STAGE = """
+FROM public.ecr.aws/lambda/python:3.12 AS deps
+COPY requirements.txt ${LAMBDA_TASK_ROOT}/
+RUN pip install --no-cache-dir --require-hashes --target "${LAMBDA_TASK_ROOT}" -r "${LAMBDA_TASK_ROOT}/requirements.txt" \\
+    && rm "${LAMBDA_TASK_ROOT}/requirements.txt"
+ENV GREETING=hello DATA_DIR=${LAMBDA_TASK_ROOT}/data
+
+FROM deps AS data
+COPY data/*.json ${LAMBDA_TASK_ROOT}/raw/
+COPY tools/ ${LAMBDA_TASK_ROOT}/tools/
+RUN python -m tools.convert raw ${LAMBDA_TASK_ROOT}/data
+
+FROM deps
+COPY --from=data ${LAMBDA_TASK_ROOT}/data/ ${LAMBDA_TASK_ROOT}/data/
+COPY app/ ${LAMBDA_TASK_ROOT}/app/
+CMD ["app.main.handler"]
+"""
+
+CONVERT = textwrap.dedent(
+    """
+    import json, os, sys, tinydep
+    from pathlib import Path
+
+    src, dest = Path(sys.argv[1]), Path(sys.argv[2])  # relative to the task root / absolute, mapped
+    dest.mkdir(parents=True)
+    for f in src.glob("*.json"):
+        data = json.loads(f.read_text())
+        data["by"] = [tinydep.VALUE, os.environ["GREETING"], os.getcwd() == os.environ["LAMBDA_TASK_ROOT"]]
+        (dest / f.name).write_text(json.dumps(data))
+    """
+)
+
+
+def test_multi_stage_build(context, tmp_path, cache_dir):
+    """A build stage runs `python -m` in its task root with the dependencies; the function stage
+    copies only its output; files shared by hard links with the cache are never written through."""
+    (context / "Dockerfile").write_text(MULTI_STAGE.lstrip())
+    (context / "tools").mkdir()
+    (context / "tools" / "__init__.py").write_text("")
+    (context / "tools" / "convert.py").write_text(CONVERT)
+    (context / "app" / "tinydep").mkdir()
+    (context / "app" / "tinydep" / "__init__.py").write_text("VALUE = 'app'\n")
+    result = stage(context / "Dockerfile", build_dir=tmp_path / "build", function_name="Fn", cache_dir=cache_dir)
+    root = Path(result.task_root)
+    assert result.deps_cache_hit is False and result.handler == "app.main.handler"
+    assert result.image_env == {"GREETING": "hello", "DATA_DIR": "/var/task/data"}  # inherited from "deps"
+    assert json.loads((root / "data" / "a.json").read_text()) == {"a": 1, "by": [42, "hello", True]}
+    assert not (root / "raw").exists() and not (root / "tools").exists()  # build-stage files stay there
+    assert (tmp_path / "build" / "Fn" / "stages" / "1-data" / "task" / "tools" / "convert.py").is_file()
+    cached = Path(result.deps_dir) / "tinydep" / "__init__.py"
+    assert os.stat(cached).st_ino == os.stat(root / "tinydep" / "__init__.py").st_ino
+    with Emulator(result.task_root, timeout_s=10) as fn:
+        assert fn.invoke({})["data"] == {"a": 1, "by": [42, "hello", True]}
+
+    # COPY over a file that came from the dependency cache replaces it, the cache keeps its own
+    (context / "Dockerfile").write_text(MULTI_STAGE.lstrip().replace("COPY app/", "COPY app/tinydep/ ${LAMBDA_TASK_ROOT}/tinydep/\nCOPY app/"))
+    again = stage(context / "Dockerfile", build_dir=tmp_path / "build", function_name="Fn", cache_dir=cache_dir, lint=False)
+    assert again.deps_cache_hit is True
+    assert (Path(again.task_root) / "tinydep" / "__init__.py").read_text() == "VALUE = 'app'\n"
+    assert cached.read_text() == "VALUE = 42\n"
+
+
+def test_a_failing_build_stage_fails_the_stage(context, tmp_path, cache_dir):
+    (context / "Dockerfile").write_text(MULTI_STAGE.lstrip())
+    (context / "tools").mkdir()
+    (context / "tools" / "__init__.py").write_text("")
+    (context / "tools" / "convert.py").write_text("raise SystemExit('no data')\n")
+    with pytest.raises(StageError, match=r"python -m tools.convert \(data\) failed(.|\n)*no data"):
+        stage(context / "Dockerfile", build_dir=tmp_path / "build", function_name="Fn", cache_dir=cache_dir, lint=False)
+
+
 def test_a_wrong_hash_fails_the_stage(context, tmp_path, cache_dir):
     (context / "requirements.txt").write_text("tinydep==1.0 --hash=sha256:" + "0" * 64 + "\n")
     with pytest.raises(StageError, match="pip install"):

@@ -100,7 +100,7 @@ def test_cli_prints_a_table_and_exits_zero():
 
 def test_cli_exits_nonzero_on_a_failure(project):
     _write(project / "predict_function" / "Dockerfile",
-           (REPO / "predict_function" / "Dockerfile").read_text().replace("COPY model/", "# COPY model/"))
+           (REPO / "predict_function" / "Dockerfile").read_text().replace("COPY --from=model", "# COPY --from=model"))
     proc = subprocess.run([sys.executable, "-m", "local_lambda", "preflight", "-t", str(project / "template.yaml"),
                            "--checks", "files", "--cache-dir", str(CACHE)],
                           cwd=project, capture_output=True, text=True, timeout=300)
@@ -201,7 +201,9 @@ def test_a_lock_hash_that_does_not_match_the_wheel_pip_would_install(project):
 
 def test_dockerfile_that_forgets_copy_model(project):
     dockerfile = project / "predict_function" / "Dockerfile"
-    _write(dockerfile, dockerfile.read_text().replace("COPY model/ ${LAMBDA_TASK_ROOT}/model/", ""))
+    text = dockerfile.read_text()
+    assert "COPY --from=model ${LAMBDA_TASK_ROOT}/model/ ${LAMBDA_TASK_ROOT}/model/" in text
+    _write(dockerfile, text.replace("COPY --from=model ${LAMBDA_TASK_ROOT}/model/ ${LAMBDA_TASK_ROOT}/model/", ""))
     message = _only_failure(_preflight(project, "files"), "files")
     assert "MODEL_PATH=/var/task/model/model.onnx (template/ENV) is not in the image" in message
     assert "predict_function/model/model.onnx is in the build context" in message
@@ -213,8 +215,7 @@ def test_dockerignore_that_excludes_the_model(project):
     _write(ignore, ignore.read_text() + "# large binaries\n**/*.onnx\n")
     message = _only_failure(_preflight(project, "files"), "files")
     assert "COPY model/" in message and "excluded by predict_function/.dockerignore (pattern '**/*.onnx')" in message
-    assert "add '!model/model.onnx' after it" in message
-    assert "MODEL_PATH=/var/task/model/model.onnx" in message
+    assert "add '!model/model-int8.onnx' after it" in message  # the first file the COPY would take
 
 
 def test_model_path_pointing_at_a_file_not_copied(project):
@@ -224,7 +225,7 @@ def test_model_path_pointing_at_a_file_not_copied(project):
     message = _only_failure(_preflight(project, "files"), "files")
     assert "MODEL_PATH=/var/task/models/resnet50.onnx (template/ENV) is not in the image" in message
     assert "no resnet50.onnx in the build context" in message
-    assert "the image has /var/task/model/model-int8.onnx, /var/task/model/model.onnx" in message
+    assert "the image has /var/task/model/ (made at build time by RUN line 24, stage model)" in message
 
 
 def test_handler_module_not_copied_and_a_module_left_out_by_dockerignore(project):
@@ -238,6 +239,14 @@ def test_handler_module_not_copied_and_a_module_left_out_by_dockerignore(project
     assert "handler app.handler: the image has no /var/task/app.py" in text
     assert "imports classifier.fetch, which is not in the image" in text
     assert "excluded by predict_function/.dockerignore (pattern 'classifier/fetch.py')" in text
+
+
+def test_copy_from_a_stage_path_nothing_makes(project):
+    dockerfile = project / "predict_function" / "Dockerfile"
+    _write(dockerfile, dockerfile.read_text().replace("RUN python -m image_build.external_weights model-src model\n", ""))
+    message = _only_failure(_preflight(project, "files"), "files")
+    assert "COPY --from=model /var/task/model/: no earlier step of stage model puts anything there" in message
+    assert "MODEL_PATH=/var/task/model/model.onnx (template/ENV) is not in the image" in message
 
 
 def test_a_git_lfs_pointer_instead_of_the_model(project):
