@@ -40,7 +40,7 @@ from bench.run import make_cpu_quota  # noqa: E402
 from local_lambda.cpu_quota import CpuQuota  # noqa: E402
 
 _CHILD = """
-import base64, contextlib, io, json, os, sys, time
+import base64, contextlib, io, json, os, resource, sys, time
 if len(sys.argv) > 3 and sys.argv[3]:  # a CPU quota's cgroup.procs: join it before anything else
     with open(sys.argv[3], "w") as procs:
         procs.write(str(os.getpid()))
@@ -63,7 +63,9 @@ with contextlib.redirect_stdout(io.StringIO()):  # the request's JSON log line
     reply = handler.lambda_handler(event, Context())
 served = time.perf_counter()
 assert reply.get("predictions"), reply
-print(json.dumps({"import_ms": (imported - started) * 1e3, "first_request_ms": (served - started) * 1e3}))
+usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread's CPU time, the interpreter's start-up included
+print(json.dumps({"import_ms": (imported - started) * 1e3, "first_request_ms": (served - started) * 1e3,
+                  "cpu_ms": (usage.ru_utime + usage.ru_stime) * 1e3}))
 """
 
 
@@ -81,17 +83,19 @@ def _variant_from_git(revision: str, into: Path) -> Path:
     return into / "predict_function"
 
 
-def _staged_task_root(build_dir: Path) -> tuple[Path, Path]:
+def _staged_task_root(build_dir: Path) -> tuple[Path, Path, Dict[str, str]]:
+    """The work tree's function staged like the image: task root, runtime Python, the image's ENV."""
     from local_lambda import stage
 
     staged = stage(REPO / "predict_function" / "Dockerfile", REPO / "predict_function", build_dir=build_dir,
                    function_name="ColdStart", lint=False, cache_dir=DEFAULT_CACHE)
-    return Path(staged.task_root), Path(staged.runtime_python)
+    return Path(staged.task_root), Path(staged.runtime_python), dict(staged.image_env)
 
 
 def measure(variants: Dict[str, Path], task_root: Path, python: Path, image: Path, runs: int,
-            pin_one_cpu: bool, quota: Optional[CpuQuota] = None) -> Dict[str, Dict[str, List[float]]]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": str(task_root),
+            pin_one_cpu: bool, quota: Optional[CpuQuota] = None,
+            image_env: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, List[float]]]:
+    env = {**(image_env or {}), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": str(task_root),
            "LAMBDA_TASK_ROOT": str(task_root), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
     prefix = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] if pin_one_cpu else []
@@ -124,7 +128,7 @@ def main(argv: List[str] | None = None) -> int:
                         help="use this staged task root (dependencies + model) instead of staging the work tree's")
     args = parser.parse_args(argv)
     images = make_images(args.build_dir / "images")
-    task_root, python = _staged_task_root(args.build_dir / "stage")
+    task_root, python, image_env = _staged_task_root(args.build_dir / "stage")
     task_root = args.task_root or task_root
     with tempfile.TemporaryDirectory() as tmp:
         variants = {"work tree": _variant_from_work_tree(Path(tmp) / "work"),
@@ -142,15 +146,17 @@ def main(argv: List[str] | None = None) -> int:
         else:
             print(f"{cpu}: the 1.16-CPU column is skipped", file=sys.stderr)
         print(f"cold start = import awslambdaric + classifier.handler + first 1 MP base64 request; "
-              f"{args.runs} fresh processes per cell, medians (ms)")
+              f"{args.runs} fresh processes per cell, medians (ms); the image's ENV {image_env}; "
+              "cpu = the process's CPU time (all threads) at the end")
         try:
             for label, pin, cell_quota in settings:
-                result = measure(variants, task_root, python, Path(images["jpeg_1mp"].path), args.runs, pin, cell_quota)
+                result = measure(variants, task_root, python, Path(images["jpeg_1mp"].path), args.runs, pin,
+                                 cell_quota, image_env)
                 medians = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in result.items()}
                 base = medians[args.against]["first_request_ms"]
                 for name, m in medians.items():
                     print(f"  {label:9s} {name:>12s}: init {m['import_ms']:6.1f}   init + first request "
-                          f"{m['first_request_ms']:6.1f}   ({m['first_request_ms'] / base:.3f}x)")
+                          f"{m['first_request_ms']:6.1f}   ({m['first_request_ms'] / base:.3f}x)   cpu {m['cpu_ms']:6.1f}")
         finally:
             if quota is not None:
                 quota.close()

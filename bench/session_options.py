@@ -115,8 +115,9 @@ print(json.dumps({"session_ms": (created - started) * 1e3, "first_run_ms": (firs
 """
 
 def measure(task_root: Path, python: Path, model: Path, images: List[Path], runs: int, threads: int,
-            variants: Dict[str, Dict[str, object]], quota: Optional[CpuQuota] = None) -> Dict[str, Dict[str, List[float]]]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": str(task_root),
+            variants: Dict[str, Dict[str, object]], quota: Optional[CpuQuota] = None,
+            image_env: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, List[float]]]:
+    env = {**(image_env or {}), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": str(task_root),
            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
     procs = str(quota.path / "cgroup.procs") if quota else ""
     commands = {name: [str(python), "-c", _CHILD, str(REPO / "predict_function"), str(model),
@@ -138,13 +139,13 @@ def main(argv: List[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     images = make_images(args.build_dir / "images")
-    task_root, python = _staged_task_root(args.build_dir / "stage")
+    task_root, python, image_env = _staged_task_root(args.build_dir / "stage")
     model = args.model.resolve() if args.model else task_root / "model" / "model.onnx"
     quota, cpu = make_cpu_quota(args.cpu_quota, 2048)
     try:
         result = measure(task_root, python, model,
                          [Path(images[k].path) for k in ("jpeg_1mp", "jpeg_12mp", "png_0.3mp")],
-                         args.runs, args.threads, VARIANTS, quota)
+                         args.runs, args.threads, VARIANTS, quota, image_env)
     finally:
         if quota is not None:
             quota.close()

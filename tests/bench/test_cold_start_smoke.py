@@ -58,7 +58,7 @@ def test_cold_start_runs_on_the_given_task_root(tmp_path):
 
     import pytest
 
-    staged, _ = cold_start._staged_task_root(tmp_path / "stage")
+    staged, _, _ = cold_start._staged_task_root(tmp_path / "stage")
     other = tmp_path / "other"
     shutil.copytree(staged, other, copy_function=os.link, ignore=shutil.ignore_patterns("model"))
     with pytest.raises(SystemExit, match="model file not found"):
