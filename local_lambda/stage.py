@@ -291,9 +291,11 @@ class _Stager:
         """The image runs it in /var/task, where ``-m`` finds the module and the dependencies pip put there."""
         args = [str(self.local(a, step.line)) if a.startswith(dp.IMAGE_TASK_ROOT + "/") or a == dp.IMAGE_TASK_ROOT
                 else a for a in step.args]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
+        # A build step sees the image's environment, not the caller's shell (no credentials, no PYTHON* knobs).
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(self.task_root.parent)}
         env.update(self.stage.env)
-        env.update(LAMBDA_TASK_ROOT=str(self.task_root), PYTHONDONTWRITEBYTECODE="1")
+        env.update(LAMBDA_TASK_ROOT=str(self.task_root), LAMBDA_RUNTIME_DIR=str(self.python.parent.parent),
+                   PYTHONDONTWRITEBYTECODE="1")
         _run([str(self.python), "-m", step.module, *args],
              f"line {step.line}: python -m {step.module} ({self.stage.label})",
              cwd=str(self.local(self.stage.workdir, step.line)), env=env)

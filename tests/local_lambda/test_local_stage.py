@@ -163,32 +163,34 @@ CONVERT = textwrap.dedent(
     dest.mkdir(parents=True)
     for f in src.glob("*.json"):
         data = json.loads(f.read_text())
-        data["by"] = [tinydep.VALUE, os.environ["GREETING"], os.getcwd() == os.environ["LAMBDA_TASK_ROOT"]]
+        data["by"] = [tinydep.VALUE, os.environ["GREETING"], os.getcwd() == os.environ["LAMBDA_TASK_ROOT"],
+                      os.environ.get("SHELL_ONLY")]  # the caller's shell does not reach a build step
         (dest / f.name).write_text(json.dumps(data))
     """
 )
 
 
-def test_multi_stage_build(context, tmp_path, cache_dir):
+def test_multi_stage_build(context, tmp_path, cache_dir, monkeypatch):
     """A build stage runs `python -m` in its task root with the dependencies; the function stage
     copies only its output; files shared by hard links with the cache are never written through."""
     (context / "Dockerfile").write_text(MULTI_STAGE.lstrip())
     (context / "tools").mkdir()
     (context / "tools" / "__init__.py").write_text("")
     (context / "tools" / "convert.py").write_text(CONVERT)
+    monkeypatch.setenv("SHELL_ONLY", "secret")
     (context / "app" / "tinydep").mkdir()
     (context / "app" / "tinydep" / "__init__.py").write_text("VALUE = 'app'\n")
     result = stage(context / "Dockerfile", build_dir=tmp_path / "build", function_name="Fn", cache_dir=cache_dir)
     root = Path(result.task_root)
     assert result.deps_cache_hit is False and result.handler == "app.main.handler"
     assert result.image_env == {"GREETING": "hello", "DATA_DIR": "/var/task/data"}  # inherited from "deps"
-    assert json.loads((root / "data" / "a.json").read_text()) == {"a": 1, "by": [42, "hello", True]}
+    assert json.loads((root / "data" / "a.json").read_text()) == {"a": 1, "by": [42, "hello", True, None]}
     assert not (root / "raw").exists() and not (root / "tools").exists()  # build-stage files stay there
     assert (tmp_path / "build" / "Fn" / "stages" / "1-data" / "task" / "tools" / "convert.py").is_file()
     cached = Path(result.deps_dir) / "tinydep" / "__init__.py"
     assert os.stat(cached).st_ino == os.stat(root / "tinydep" / "__init__.py").st_ino
     with Emulator(result.task_root, timeout_s=10) as fn:
-        assert fn.invoke({})["data"] == {"a": 1, "by": [42, "hello", True]}
+        assert fn.invoke({})["data"] == {"a": 1, "by": [42, "hello", True, None]}
 
     # COPY over a file that came from the dependency cache replaces it, the cache keeps its own
     (context / "Dockerfile").write_text(MULTI_STAGE.lstrip().replace("COPY app/", "COPY app/tinydep/ ${LAMBDA_TASK_ROOT}/tinydep/\nCOPY app/"))
