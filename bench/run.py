@@ -90,6 +90,7 @@ def run_session(fn: StagedFunction, inputs: Dict[str, dict], warm: int, null_inv
         _check(first, fn.name, COLD_START_INPUT, emulator)
         cold = emulator.cold_start_s
         rss_after_cold = _peak_rss_mb(emulator)
+        cpu_after_cold = emulator.runtime_cpu_ms()
         top1 = {}
         for key, event in inputs.items():  # one unrecorded warm-up per input
             top1[key] = _check(emulator.invoke_raw(event), fn.name, key, emulator)["predictions"][0]["label"]
@@ -111,6 +112,7 @@ def run_session(fn: StagedFunction, inputs: Dict[str, dict], warm: int, null_inv
         "rie_listening_s": listening,
         "init_ms": float(match.group(1)) if match else None,
         "peak_rss_mb_after_cold_start": rss_after_cold,
+        "cold_start_cpu_ms": cpu_after_cold,
         "peak_rss_mb": rss_after_warm,
         "warm_ms": samples,
         "null_invoke_ms": nulls,
@@ -233,6 +235,7 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
             "init_ms": _summary([r["init_ms"] for r in rs]),
             "rie_listening_s": _summary([r["rie_listening_s"] for r in rs]),
             "peak_rss_mb_after_cold_start": _summary([r["peak_rss_mb_after_cold_start"] for r in rs]),
+            "cold_start_cpu_ms": _summary([r["cold_start_cpu_ms"] for r in rs]),
             "peak_rss_mb": _summary([r["peak_rss_mb"] for r in rs]),
             "warm_ms": {key: _latency([v for r in rs for v in r["warm_ms"][key]]) for key in inputs},
             "null_invoke_ms": _latency([v for r in rs for v in r["null_invoke_ms"]]) if name == OURS else None,

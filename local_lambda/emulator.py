@@ -422,6 +422,18 @@ class Emulator:
             pass
         return out
 
+    def runtime_cpu_ms(self) -> Optional[float]:
+        """CPU time (user + system, every thread, finished ones included) the runtime process has used."""
+        pid = self.runtime_pid
+        if pid is None:
+            return None
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; utime, stime are fields 14, 15
+        return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+
     @property
     def logs(self) -> str:
         with self._lines_lock:

@@ -43,6 +43,7 @@ def test_every_figure_is_there(results):
     for name in ("ours", "baseline"):
         fn = results["functions"][name]
         assert fn["cold_start_s"]["n"] == 1 and fn["cold_start_s"]["median"] > 0
+        assert fn["cold_start_cpu_ms"]["median"] > 0
         assert fn["init_ms"]["median"] is not None  # the RIE's INIT REPORT was found in its log
         assert fn["peak_rss_mb"]["median"] > 0
         assert set(fn["warm_ms"]) == {f"{k}_url" for k in IMAGE_KEYS}

@@ -54,6 +54,8 @@ def test_event_round_trip_in_a_lambda_like_process(fn, tiny_task_root):
     assert out["pid"] == fn.runtime_pid != fn.pid
     assert fn.cold_start_s is not None and fn.cold_start_s > 0
     assert fn.runtime_memory_mb()["peak_rss"] > 0
+    cpu = fn.runtime_cpu_ms()
+    assert cpu is not None and cpu > 0  # at least the interpreter's start-up
     assert "tiny handler init" in fn.logs and 'handled {"hello": "world"' in fn.logs
     assert "REPORT RequestId" in fn.logs
 
