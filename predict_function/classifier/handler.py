@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gc
 
-# Init allocates hundreds of thousands of long-lived objects (numpy, onnxruntime, Pillow,
+# Init allocates tens of thousands of long-lived objects (numpy, onnxruntime, Pillow,
 # Powertools, ours): cyclic GC passes over them while they import are pure cost (~8 ms of
 # CPU, which Lambda's CPU allotment charges to init). Off until cold_start() ends, then what
 # init built is frozen, so later collections during requests do not traverse it either.
