@@ -95,13 +95,18 @@ def _staged_task_root(build_dir: Path) -> tuple[Path, Path, Dict[str, str]]:
 def measure(variants: Dict[str, Path], task_root: Path, python: Path, image: Path, runs: int,
             pin_one_cpu: bool, quota: Optional[CpuQuota] = None,
             image_env: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, List[float]]]:
-    env = {**(image_env or {}), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": str(task_root),
-           "LAMBDA_TASK_ROOT": str(task_root), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
-           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
+    env = child_env(task_root, image_env, LAMBDA_TASK_ROOT=str(task_root), AWS_LAMBDA_FUNCTION_MEMORY_SIZE="2048")
     prefix = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] if pin_one_cpu else []
     procs = str(quota.path / "cgroup.procs") if quota else ""
     commands = {name: [*prefix, str(python), "-c", _CHILD, str(path), str(image), procs] for name, path in variants.items()}
     return interleaved(commands, runs, env, task_root)
+
+
+def child_env(task_root: Path, image_env: Optional[Dict[str, str]] = None, **extra: str) -> Dict[str, str]:
+    """A fresh child's environment: the image's ENV, the staged task root on the path, nothing
+    from the caller's shell but PATH, no bytecode written into the task root."""
+    return {**(image_env or {}), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+            "PYTHONPATH": str(task_root), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", **extra}
 
 
 def interleaved(commands: Dict[str, List[str]], runs: int, env: Dict[str, str], cwd: Path) -> Dict[str, Dict[str, List[float]]]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -37,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.cold_start import _staged_task_root, interleaved  # noqa: E402
+from bench.cold_start import _staged_task_root, child_env, interleaved  # noqa: E402
 from bench.images import make_images  # noqa: E402
 from bench.run import make_cpu_quota  # noqa: E402
 from local_lambda.cpu_quota import CpuQuota  # noqa: E402
@@ -117,8 +116,7 @@ print(json.dumps({"session_ms": (created - started) * 1e3, "first_run_ms": (firs
 def measure(task_root: Path, python: Path, model: Path, images: List[Path], runs: int, threads: int,
             variants: Dict[str, Dict[str, object]], quota: Optional[CpuQuota] = None,
             image_env: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, List[float]]]:
-    env = {**(image_env or {}), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": str(task_root),
-           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
+    env = child_env(task_root, image_env)
     procs = str(quota.path / "cgroup.procs") if quota else ""
     commands = {name: [str(python), "-c", _CHILD, str(REPO / "predict_function"), str(model),
                        ",".join(str(i) for i in images), json.dumps(variant), str(threads), procs]

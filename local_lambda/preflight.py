@@ -942,6 +942,7 @@ def check_files(project: Project) -> CheckResult:
             checked.append(f"handler {handler}")
     # paths named by the environment (template Variables + Dockerfile ENV)
     variables = {**project.plan.env, **{k: str(v) for k, v in project.fn.variables.items() if v is not None}}
+    lfs_pointers: Set[Path] = set()  # reported once, by the variable naming them when there is one
     for name, value in sorted(variables.items()):
         for item in str(value).replace(",", ":").split(":"):
             if not item.startswith(dp.IMAGE_TASK_ROOT + "/"):
@@ -953,18 +954,17 @@ def check_files(project: Project) -> CheckResult:
                 if source.stat().st_size == 0:
                     problems.append(f"{name}={path}: {project.display(source)} is empty")
                 elif _is_lfs_pointer(source):
+                    lfs_pointers.add(source)
                     problems.append(f"{name}={path}: {project.display(source)} is a Git LFS pointer, not the "
                                     "file: run 'git lfs pull' before building")
             elif view.has_dir(path):
                 checked.append(f"{name}={path}/ (directory)")
-            elif view.made_by(path) is not None:
-                line, stage = view.made_by(path)
-                checked.append(f"{name}={path} <- made at build time by RUN line {line} (stage {stage})")
+            elif (made := view.made_by(path)) is not None:
+                checked.append(f"{name}={path} <- made at build time by RUN line {made[0]} (stage {made[1]})")
             else:
                 problems.append(f"{name}={path} (template/ENV) is not in the image: {explain_missing(project, path)}")
-    reported = " ".join(problems)
-    for source in sorted(view.used_sources):
-        if source.suffix not in (".py", ".txt") and project.display(source) not in reported and _is_lfs_pointer(source):
+    for source in sorted(view.used_sources - lfs_pointers):
+        if source.suffix not in (".py", ".txt") and _is_lfs_pointer(source):
             problems.append(f"{project.display(source)} (COPYed into the image) is a Git LFS pointer, not the "
                             "file: run 'git lfs pull' before building")
     # the code: imports of its own modules, literal /var/task paths
