@@ -15,7 +15,9 @@ from bench import cold_start  # noqa: E402
 
 def test_cold_start_compares_the_work_tree_with_a_revision(tmp_path, capsys):
     assert cold_start.main(["--against", "HEAD", "--runs", "1", "--build-dir", str(tmp_path)]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if "init + first request" in line]
+    out = capsys.readouterr().out
+    assert "the image's ENV {'OPENBLAS_NUM_THREADS': '1'}" in out  # children run with the image's ENV
+    rows = [line for line in out.splitlines() if "init + first request" in line]
     assert {row.split(":")[0].split()[-1] for row in rows} == {"tree", "HEAD"}
     from local_lambda.cpu_quota import CpuQuota
 
@@ -26,6 +28,14 @@ def test_cold_start_compares_the_work_tree_with_a_revision(tmp_path, capsys):
     for row in rows:
         init, total = (float(v) for v in re.findall(r"init(?: \+ first request)? +([\d.]+)", row))
         assert 0 < init < total
+        assert float(re.search(r"cpu +([\d.]+)", row).group(1)) > 0  # the process's CPU time
+
+
+def test_child_env_is_the_image_env_and_the_task_root_not_the_callers_shell(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHELL_ONLY", "x")
+    env = cold_start.child_env(tmp_path, {"OPENBLAS_NUM_THREADS": "1"}, EXTRA="y")
+    assert env["OPENBLAS_NUM_THREADS"] == "1" and env["PYTHONPATH"] == str(tmp_path) and env["EXTRA"] == "y"
+    assert "SHELL_ONLY" not in env and env["PYTHONDONTWRITEBYTECODE"] == "1"
 
 
 def test_parameter_overrides_choose_the_model_ours_serves_and_the_baseline_keeps_fp32(tmp_path):
