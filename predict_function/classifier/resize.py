@@ -1,33 +1,32 @@
-"""Pillow's resampling, run as its two passes, each split across CPUs.
+"""Pillow's resampling, cut into bands that run on the function's CPUs: the same bytes, sooner.
 
-``Image.resize`` with a convolution filter is two separable passes over 8-bit images:
-horizontal (every source row the result needs -> the output width), then vertical. Each
-output pixel of a pass depends only on that pass's coefficients, which Pillow computes from
-the box edges, the source length and the output length along that axis. So a pass can be cut
-into bands (rows for the horizontal pass, columns for the vertical one) and each band run by
-its own ``Image.resize`` call, on its own thread (Pillow releases the GIL while it resamples),
-with the same coefficients: the result is the same bytes as the passes run whole
-(tests/unit/test_resize.py), whatever the number of bands.
+``Image.resize`` with a convolution filter is two separable passes over 8-bit images, one per
+axis. Each output pixel of a pass depends only on that pass's coefficients, which Pillow
+computes from the box edges, the source length and the output length along that axis. So a
+pass can be cut into bands (rows for the horizontal pass, columns for the vertical one), each
+run by its own ``Image.resize`` call on its own thread (Pillow releases the GIL while it
+resamples) with the same coefficients, in the order Pillow itself runs the passes: the result
+is the bytes of ``image.resize(size, resample, box=box)`` (tests/unit/test_resize.py).
 
-The passes always run horizontal first, as Pillow has done for years; Pillow 13 runs a
-one-call resize of a much taller than wide image vertically first, which moves some pixels
-of the 8-bit intermediate by one level. Here the result does not depend on the image's shape
-or on how many CPUs the function has.
+Pillow 13 runs the horizontal pass first unless the height shrinks by more than twice as many
+pixels as the width (then vertical first); :func:`_horizontal_first` is that rule. Without
+workers, or for NEAREST, this is one ``Image.resize`` call.
 
-Cutting a pass at a fractional box edge instead (two ``resize`` calls with half boxes) is
-not exact: the band's box and scale are recomputed in floating point and Pillow's fixed-point
-weights round differently.
+Cutting the output at a fractional box edge instead (two calls with half boxes) is not exact:
+each band's box and scale are recomputed in floating point and Pillow's fixed-point weights
+then round differently.
 """
 
 from __future__ import annotations
 
 import math
-from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 Box = tuple[float, float, float, float]
 
@@ -44,18 +43,25 @@ SUPPORT = {
 MIN_BAND = 32
 
 
-@dataclass(frozen=True)
 class Workers:
-    """Threads that run all bands but one of each pass (the caller's thread runs that one)."""
+    """Threads that run all bands but one of each pass (the caller's thread runs that one).
 
-    pool: Executor
-    bands: int
+    (Plain classes here, not dataclasses: a dataclass costs ~0.5 ms of every cold start to create.)
+    """
+
+    __slots__ = ("pool", "bands")
+
+    def __init__(self, pool: "Executor", bands: int) -> None:
+        self.pool = pool
+        self.bands = bands
 
     @classmethod
     def for_cpus(cls, cpus: int) -> "Workers | None":
         """One band per CPU; None with one CPU (threads would only take turns)."""
         if cpus < 2:
             return None
+        from concurrent.futures import ThreadPoolExecutor  # only then (~1 ms of import)
+
         return cls(ThreadPoolExecutor(cpus - 1, thread_name_prefix="resize"), cpus)
 
 
@@ -64,57 +70,87 @@ def resize(image: Image.Image, size: tuple[int, int], resample: int, box: Box | 
     """``image.resize(size, resample, box=box)`` as an (height, width, channels) uint8 array.
 
     With ``workers``, each pass is cut into up to ``workers.bands`` bands, one run here and
-    the rest on the workers' pool; without, the passes run whole. Filters without a support
-    (NEAREST) go to Pillow in one call.
+    the rest on the workers' pool.
     """
-    if resample not in SUPPORT:
+    if workers is None or workers.bands < 2 or resample not in SUPPORT:
         return np.asarray(image.resize(size, resample, box=box))
     box = box or (0, 0, image.width, image.height)
-    pool, bands = (workers.pool, workers.bands) if workers else (None, 1)
-    middle = _horizontal(image, size, resample, box, pool, bands)
-    return _vertical(middle, size[1], resample, box, pool, bands)
+    passes = Passes(image.size, size, resample, tuple(float(np.float32(v)) for v in box), workers)
+    if _horizontal_first(image.size, size):
+        return np.asarray(passes.vertical(passes.horizontal(image, rows=passes.rows_read())))
+    return np.asarray(passes.horizontal(passes.vertical(image, columns=passes.columns_read())))
 
 
-def _horizontal(image: Image.Image, size: tuple[int, int], resample: int, box: Box, pool: Executor | None,
-                bands: int) -> Image.Image:
-    """The source rows the vertical pass reads, resampled to the output width (other rows left black)."""
-    width = size[0]
-    x0, y0, x1, y1 = box
-    if width == image.width and x0 == 0 and x1 == image.width:
-        return image  # Pillow skips this pass too
-    first, last = _rows_read(image.height, size[1], y0, y1, resample)
-
-    def band(top: int, bottom: int) -> Image.Image:
-        rows = image.crop((0, top, image.width, bottom))  # whole rows: the x coefficients stay the same
-        return rows.resize((width, bottom - top), resample, box=(x0, 0, x1, bottom - top))
-
-    middle = Image.new(image.mode, (width, image.height))
-    for top, part in _run(band, _cuts(first, last, bands), pool):
-        middle.paste(part, (0, top))
-    return middle
+def _horizontal_first(source: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Pillow 13's order (libImaging/Resample.c): vertical first only when the height shrinks
+    by more than twice as many pixels as the width."""
+    shrink_y, shrink_x = source[1] - size[1], source[0] - size[0]
+    return not (shrink_y > 0 and shrink_y > 2 * shrink_x)
 
 
-def _vertical(middle: Image.Image, height: int, resample: int, box: Box, pool: Executor | None, bands: int) -> np.ndarray:
-    _, y0, _, y1 = box
-    if height == middle.height and y0 == 0 and y1 == middle.height:
-        return np.asarray(middle)
+class Passes:
+    """One resize's two passes, each run in bands."""
 
-    def band(left: int, right: int) -> Image.Image:
-        columns = middle if (left, right) == (0, middle.width) else middle.crop((left, 0, right, middle.height))
-        return columns.resize((right - left, height), resample, box=(0, y0, right - left, y1))
+    __slots__ = ("source", "size", "resample", "box", "workers")
 
-    parts = [np.asarray(part) for _, part in _run(band, _cuts(0, middle.width, bands), pool)]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    def __init__(self, source: tuple[int, int], size: tuple[int, int], resample: int, box: Box, workers: Workers) -> None:
+        self.source = source
+        self.size = size
+        self.resample = resample
+        self.box = box  # as Pillow sees it (float32)
+        self.workers = workers
+
+    def horizontal(self, image: Image.Image, rows: tuple[int, int] | None = None) -> Image.Image:
+        """Resample ``image``'s rows (those in ``rows``, others left black) to the output width."""
+        x0, _, x1, _ = self.box
+        if self.size[0] == self.source[0] and x0 == 0 and x1 == self.source[0]:
+            return image  # Pillow skips this pass too
+        width = self.size[0]
+
+        def band(top: int, bottom: int) -> Image.Image:
+            strip = image.crop((0, top, image.width, bottom))  # whole rows: the coefficients stay the same
+            return strip.resize((width, bottom - top), self.resample, box=(x0, 0, x1, bottom - top))
+
+        return self._assemble(band, rows or (0, image.height), (width, image.height), vertical=False)
+
+    def vertical(self, image: Image.Image, columns: tuple[int, int] | None = None) -> Image.Image:
+        """Resample ``image``'s columns (those in ``columns``, others left black) to the output height."""
+        _, y0, _, y1 = self.box
+        if self.size[1] == self.source[1] and y0 == 0 and y1 == self.source[1]:
+            return image
+        height = self.size[1]
+
+        def band(left: int, right: int) -> Image.Image:
+            strip = image.crop((left, 0, right, image.height))  # whole columns
+            return strip.resize((right - left, height), self.resample, box=(0, y0, right - left, y1))
+
+        return self._assemble(band, columns or (0, image.width), (image.width, height), vertical=True)
+
+    def rows_read(self) -> tuple[int, int]:
+        return _span_read(self.source[1], self.size[1], self.box[1], self.box[3], self.resample)
+
+    def columns_read(self) -> tuple[int, int]:
+        return _span_read(self.source[0], self.size[0], self.box[0], self.box[2], self.resample)
+
+    def _assemble(self, band: Callable[[int, int], Image.Image], span: tuple[int, int], size: tuple[int, int],
+                  vertical: bool) -> Image.Image:
+        parts = _run(band, _cuts(*span, self.workers.bands), self.workers.pool)
+        if len(parts) == 1 and (parts[0][1].size == size):
+            return parts[0][1]
+        canvas = Image.new(parts[0][1].mode, size)
+        for start, part in parts:
+            canvas.paste(part, (start, 0) if vertical else (0, start))
+        return canvas
 
 
-def _rows_read(source_height: int, height: int, y0: float, y1: float, resample: int) -> tuple[int, int]:
-    """Source rows [first, last) holding every row the vertical pass can read, plus a margin.
+def _span_read(source_length: int, length: int, start: float, stop: float, resample: int) -> tuple[int, int]:
+    """Source pixels [first, last) holding every one a pass can read along one axis, plus a margin.
 
-    Pillow reads output row ``j`` from the rows within ``support * max(scale, 1)`` of its
-    center ``y0 + (j + 0.5) * scale``; rows the pass never reads may stay black.
+    Pillow reads output pixel ``j`` from the source pixels within ``support * max(scale, 1)`` of
+    its center ``start + (j + 0.5) * scale``; pixels the pass never reads may stay black.
     """
-    support = SUPPORT[resample] * max((y1 - y0) / height, 1.0)
-    return max(0, math.floor(y0 - support) - 2), min(source_height, math.ceil(y1 + support) + 2)
+    support = SUPPORT[resample] * max((stop - start) / length, 1.0)
+    return max(0, math.floor(start - support) - 2), min(source_length, math.ceil(stop + support) + 2)
 
 
 def _cuts(start: int, stop: int, bands: int) -> list[tuple[int, int]]:
@@ -124,10 +160,8 @@ def _cuts(start: int, stop: int, bands: int) -> list[tuple[int, int]]:
 
 
 def _run(work: Callable[[int, int], Image.Image], cuts: list[tuple[int, int]],
-         pool: Executor | None) -> list[tuple[int, Image.Image]]:
+         pool: "Executor") -> list[tuple[int, Image.Image]]:
     """``work`` over every cut: all but the first on the pool, the first here meanwhile."""
-    if pool is None or len(cuts) == 1:
-        return [(start, work(start, stop)) for start, stop in cuts]
     futures = [(start, pool.submit(work, start, stop)) for start, stop in cuts[1:]]
     first = (cuts[0][0], work(*cuts[0]))
     return [first] + [(start, future.result()) for start, future in futures]

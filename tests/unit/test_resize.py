@@ -1,4 +1,4 @@
-"""classifier.resize: Pillow's two passes, cut into bands on threads, give the same bytes."""
+"""classifier.resize: Pillow's two passes, cut into bands on threads, give Pillow's bytes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import onnx
 import pytest
 from PIL import Image
 
-from classifier.resize import MIN_BAND, SUPPORT, Workers, resize
+from classifier.resize import MIN_BAND, SUPPORT, Workers, _horizontal_first, resize
 from classifier.spec import ModelCard, preprocess, source_box
 from support import DEFAULT_MODEL, PHOTOS
 
@@ -21,11 +21,8 @@ SPEC = ModelCard.from_metadata(
 ).preprocessing  # the bundled model's: center crop 0.875, bicubic to 224x224
 
 
-def whole_passes(image: Image.Image, size, resample, box=None) -> np.ndarray:
-    """Pillow's own passes, each one whole ``resize`` call: horizontal (all rows), then vertical."""
-    x0, y0, x1, y1 = box or (0, 0, image.width, image.height)
-    middle = image.resize((size[0], image.height), resample, box=(x0, 0, x1, image.height))
-    return np.asarray(middle.resize(size, resample, box=(0, y0, size[0], y1)))
+def pillow(image: Image.Image, size, resample, box=None) -> np.ndarray:
+    return np.asarray(image.resize(size, resample, box=box))
 
 
 class CountingPool(ThreadPoolExecutor):
@@ -59,9 +56,10 @@ def noise(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Im
 
 
 @pytest.mark.parametrize("bands", [2, 3, 4])
-def test_bands_give_the_bytes_of_whole_passes_on_random_shapes(bands, workers):
+def test_bands_give_pillows_bytes_on_random_shapes(bands, workers):
     rng = random.Random(bands)
-    for trial in range(40):
+    orders = set()
+    for trial in range(60):
         width, height = rng.randint(20, 900), rng.randint(20, 900)
         image = noise(width, height, rng.choice(["RGB", "L"]), seed=trial)
         size = (rng.choice([97, 224, 256, 299, 384]), rng.choice([224, rng.randint(16, 400)]))
@@ -72,10 +70,25 @@ def test_bands_give_the_bytes_of_whole_passes_on_random_shapes(bands, workers):
             source_box(image, SPEC) if image.mode == "RGB" else None,
         ])
         resample = rng.choice(sorted(SUPPORT))
-        expected = whole_passes(image, size, resample, box)
+        orders.add(_horizontal_first(image.size, size))
+        expected = pillow(image, size, resample, box)
         assert np.array_equal(resize(image, size, resample, box), expected), (width, height, size, box, resample)
         assert np.array_equal(resize(image, size, resample, box, Workers(workers, bands)), expected), \
             (width, height, size, box, resample, bands)
+    assert orders == {True, False}  # both of Pillow's pass orders were exercised
+
+
+@pytest.mark.parametrize("source, size, horizontal_first", [
+    ((1224, 816), (224, 224), True),  # landscape: Pillow resamples rows first
+    ((816, 1224), (224, 224), True),  # 2:3 portrait: 1000 rows against 592 columns, not more than twice
+    ((500, 1224), (224, 224), False),  # tall: 1000 rows against 276 columns, so Pillow resamples columns first
+    ((224, 900), (224, 300), False),
+])
+def test_pass_order_follows_pillow(source, size, horizontal_first, workers):
+    assert _horizontal_first(source, size) is horizontal_first
+    image = noise(*source)
+    box = source_box(image, SPEC)
+    assert np.array_equal(resize(image, size, F.BICUBIC, box, Workers(workers, 2)), pillow(image, size, F.BICUBIC, box))
 
 
 def test_a_photo_is_cut_into_bands_on_the_pool(workers):
@@ -93,11 +106,10 @@ def test_small_passes_stay_on_the_callers_thread(workers):
     before = workers.submitted
     out = resize(image, (2 * MIN_BAND - 1, 20), F.BILINEAR, None, Workers(workers, 2))
     assert workers.submitted == before  # one band: the vertical pass is only 63 columns wide
-    assert np.array_equal(out, whole_passes(image, (2 * MIN_BAND - 1, 20), F.BILINEAR))
+    assert np.array_equal(out, pillow(image, (2 * MIN_BAND - 1, 20), F.BILINEAR))
 
 
-def test_landscape_photos_match_a_one_call_pillow_resize(workers):
-    """For wide images Pillow runs the horizontal pass first too: same bytes as ``image.resize``."""
+def test_photos_center_cropped_as_the_bundled_model_wants(workers):
     for name in ("china.jpg", "flower.jpg", "chelsea.png", "coffee.png"):
         photo = Image.open(PHOTOS[name]).convert("RGB")
         box = source_box(photo, SPEC)
@@ -113,11 +125,10 @@ def test_nearest_goes_to_pillow_in_one_call(workers):
     assert np.array_equal(out, np.asarray(image.resize((50, 40), F.NEAREST, box=(10, 10, 290, 190))))
 
 
-def test_an_axis_that_does_not_change_is_not_resampled():
+def test_an_axis_that_does_not_change_is_not_resampled(workers):
     image = noise(224, 500)
-    out = resize(image, (224, 100), F.BICUBIC)  # only the vertical pass runs, as in Pillow
-    assert np.array_equal(out, np.asarray(image.resize((224, 100), F.BICUBIC)))
-    assert np.array_equal(resize(image, (224, 500), F.BICUBIC), np.asarray(image))
+    for size in ((224, 100), (100, 500), (224, 500)):  # one pass, the other, none: as Pillow
+        assert np.array_equal(resize(image, size, F.BICUBIC, None, Workers(workers, 2)), pillow(image, size, F.BICUBIC))
 
 
 def test_workers_for_cpus():
