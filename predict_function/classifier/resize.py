@@ -42,11 +42,15 @@ SUPPORT = {
 # A band shorter than this is not worth a thread hand-off (~0.05 ms).
 MIN_BAND = 32
 
+# Modes Pillow resamples as they are (LA and RGBA go through premultiplied alpha around the
+# whole resize, so cutting the passes apart would round the alpha differently; others are special).
+BANDED_MODES = ("RGB", "L")
+
 
 class Workers:
     """Threads that run all bands but one of each pass (the caller's thread runs that one).
 
-    (Plain classes here, not dataclasses: a dataclass costs ~0.5 ms of every cold start to create.)
+    (Plain classes here, not dataclasses: creating a dataclass costs 0.5-2 ms of every cold start.)
     """
 
     __slots__ = ("pool", "bands")
@@ -70,9 +74,9 @@ def resize(image: Image.Image, size: tuple[int, int], resample: int, box: Box | 
     """``image.resize(size, resample, box=box)`` as an (height, width, channels) uint8 array.
 
     With ``workers``, each pass is cut into up to ``workers.bands`` bands, one run here and
-    the rest on the workers' pool.
+    the rest on the workers' pool (RGB and L images; other modes get Pillow's one call).
     """
-    if workers is None or workers.bands < 2 or resample not in SUPPORT:
+    if workers is None or workers.bands < 2 or resample not in SUPPORT or image.mode not in BANDED_MODES:
         return np.asarray(image.resize(size, resample, box=box))
     box = box or (0, 0, image.width, image.height)
     passes = Passes(image.size, size, resample, tuple(float(np.float32(v)) for v in box), workers)

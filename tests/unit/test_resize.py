@@ -61,7 +61,7 @@ def test_bands_give_pillows_bytes_on_random_shapes(bands, workers):
     orders = set()
     for trial in range(60):
         width, height = rng.randint(20, 900), rng.randint(20, 900)
-        image = noise(width, height, rng.choice(["RGB", "L"]), seed=trial)
+        image = noise(width, height, rng.choice(["RGB", "L"]), seed=trial)  # the modes cut into bands
         size = (rng.choice([97, 224, 256, 299, 384]), rng.choice([224, rng.randint(16, 400)]))
         box = rng.choice([
             None,
@@ -115,6 +115,16 @@ def test_photos_center_cropped_as_the_bundled_model_wants(workers):
         box = source_box(photo, SPEC)
         one_call = np.asarray(photo.resize((224, 224), F.BICUBIC, box=box))
         assert np.array_equal(resize(photo, (224, 224), F.BICUBIC, box, Workers(workers, 2)), one_call), name
+
+
+def test_alpha_goes_to_pillow_in_one_call(workers):
+    """Pillow premultiplies alpha around the whole resize: bands would round it differently."""
+    rgba = noise(400, 300).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize((400, 300)))
+    before = workers.submitted
+    out = resize(rgba, (224, 224), F.BICUBIC, (20, 10, 380, 290), Workers(workers, 2))
+    assert workers.submitted == before
+    assert np.array_equal(out, pillow(rgba, (224, 224), F.BICUBIC, (20, 10, 380, 290)))
 
 
 def test_nearest_goes_to_pillow_in_one_call(workers):
