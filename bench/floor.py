@@ -18,9 +18,7 @@ What is timed (medians of ``repeats`` after one warm-up; milliseconds):
 * ``handler_decode_after_run``: the same, each time right after an inference with our session
   (onnxruntime's intra-op threads spin-wait after ``run``, competing with the decode on few cores);
 * ``preprocess_ours``: our ``classifier.spec.preprocess`` (center crop 0.875 + bicubic resize to 224 +
-  normalise, NCHW) on the decoded RGB image, its resize split across the CPUs the function is granted
-  (``classifier.resize.Workers``, as the handler does); ``preprocess_ours_after_draft`` the same on the
-  drafted image; ``preprocess_ours_one_thread`` without workers (the passes whole, one thread);
+  normalise, NCHW) on the decoded RGB image; ``preprocess_ours_after_draft`` the same on the drafted image;
 * ``preprocess_baseline``: the tutorial's ``convert('RGB').resize((224, 224), NEAREST)`` + numpy
   normalise/transpose;
 * ``inference_ours`` / ``inference_default``: ``session.run`` on a prepared (1, 3, 224, 224) float32
@@ -67,8 +65,6 @@ def main(config: dict) -> dict:
 
     from classifier.decode import decode_image
     from classifier.model import session_options
-    from classifier.resize import Workers
-    from classifier.settings import Settings
     from classifier.spec import ModelCard, preprocess
 
     repeats = int(config.get("repeats", 15))
@@ -83,8 +79,6 @@ def main(config: dict) -> dict:
     default_session = create()
     card = ModelCard.from_metadata(ours_session.get_modelmeta().custom_metadata_map)
     spec = card.preprocessing
-    workers = Workers.for_cpus(Settings.from_env().cpus)
-    out["resize_bands_ours"] = workers.bands if workers else 1
     out["intra_op_threads_ours"] = session_options(0).intra_op_num_threads
     out["session_create_ours"] = _median_ms(lambda: create(session_options(0)), 3, warmup=0)
     out["session_create_default"] = _median_ms(lambda: create(), 3, warmup=0)
@@ -113,7 +107,7 @@ def main(config: dict) -> dict:
             drafted = decode_draft().convert("RGB")
             row["draft_size"] = f"{drafted.width}x{drafted.height}"
             row["decode_draft"] = _median_ms(decode_draft, repeats)
-            row["preprocess_ours_after_draft"] = _median_ms(lambda: preprocess(drafted, spec, workers), repeats)
+            row["preprocess_ours_after_draft"] = _median_ms(lambda: preprocess(drafted, spec), repeats)
         row["handler_decode"] = _median_ms(lambda: decode_image(data, 50_000_000), repeats)
         rgb = decode_image(data, 50_000_000)
         if tensor is None:
@@ -121,8 +115,7 @@ def main(config: dict) -> dict:
         name = ours_session.get_inputs()[0].name
         row["handler_decode_after_run"] = _after(lambda: ours_session.run(None, {name: tensor}),
                                                  lambda: decode_image(data, 50_000_000), repeats)
-        row["preprocess_ours"] = _median_ms(lambda: preprocess(rgb, spec, workers), repeats)
-        row["preprocess_ours_one_thread"] = _median_ms(lambda: preprocess(rgb, spec), repeats)
+        row["preprocess_ours"] = _median_ms(lambda: preprocess(rgb, spec), repeats)
 
         def preprocess_baseline():
             image = first.convert("RGB").resize((224, 224), Image.NEAREST)

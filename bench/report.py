@@ -70,6 +70,11 @@ def ratios(results: Dict[str, Any]) -> Dict[str, Optional[float]]:
     return out
 
 
+def _pause(meta: Dict[str, Any]) -> str:
+    pause = meta.get("pause_ms_between_warm_requests") or 0
+    return f"{pause:g} ms idle before each warm request" if pause else "warm requests back to back"
+
+
 def overheads(results: Dict[str, Any]) -> Dict[str, Dict[str, Optional[float]]]:
     floor = results["floor"]
     out: Dict[str, Dict[str, Optional[float]]] = {}
@@ -90,7 +95,7 @@ def overheads(results: Dict[str, Any]) -> Dict[str, Dict[str, Optional[float]]]:
 
 def _required_work(results: Dict[str, Any], image: str, base_ms: float, p50: Optional[float]) -> Dict[str, Any]:
     """Where our p50 goes beyond the floor: the model's own crop + resize (the card's preprocessing,
-    timed alone as the handler runs it) and the Lambda round trip (RIE + awslambdaric, a 400 reply);
+    timed alone) and the Lambda round trip (RIE + awslambdaric, a 400 reply);
     ``rest_ms`` is what is left (fetch, EXIF/RGB, JSON, logs)."""
     row = results["floor"]["images"][image]
     preprocess = (row.get("preprocess_ours_after_draft") or row["preprocess_ours"])["median"] \
@@ -152,7 +157,7 @@ def render(results: Dict[str, Any]) -> str:
         f"{meta['cpus']} CPUs, {meta['machine']}, MemorySize {meta['memory_mb']} (memory not enforced)",
         f"CPU: {(meta.get('cpu_quota') or {}).get('note', 'no CPU quota (older results)')}",
         f"{meta['sessions']} fresh starts per function (interleaved), {meta['warm_rounds_per_session']} warm rounds "
-        f"per start; medians; commit {str(meta.get('git_commit'))[:10]}; load avg (1 min) before/after "
+        f"per start ({_pause(meta)}); medians; commit {str(meta.get('git_commit'))[:10]}; load avg (1 min) before/after "
         f"{meta.get('loadavg_1m_before_after')}",
         f"models: ours {meta.get('model_ours', 'model.onnx')} {meta.get('parameter_overrides') or ''}, baseline model.onnx",
         "",
@@ -204,15 +209,14 @@ def render(results: Dict[str, Any]) -> str:
               f"default options {floor['inference_default']['median']:.1f}; session creation: ours "
               f"{floor['session_create_ours']['median']:.0f}, default {floor['session_create_default']['median']:.0f}"]
     sub = (f"  {'image':<11} {'decode':>8} {'draft':>16} {'handler decode':>15} {'  after run':>11} {'prep ours':>10} "
-           f"{'1 thread':>9} {'prep@draft':>11} {'prep base':>10}   (prep ours: resize in {floor.get('resize_bands_ours', 1)} bands)")
+           f"{'prep@draft':>11} {'prep base':>10}")
     lines.append(sub)
     for image, row in floor["images"].items():
         draft = f"{row['decode_draft']['median']:.1f} ({row['draft_size']})" if "decode_draft" in row else "-"
         after = f"{row['preprocess_ours_after_draft']['median']:.1f}" if "preprocess_ours_after_draft" in row else "-"
-        one = f"{row['preprocess_ours_one_thread']['median']:.1f}" if "preprocess_ours_one_thread" in row else "-"
         lines.append(f"  {image:<11} {row['decode']['median']:>8.1f} {draft:>16} {row['handler_decode']['median']:>15.1f} "
                      f"{row['handler_decode_after_run']['median']:>11.1f} "
-                     f"{row['preprocess_ours']['median']:>10.1f} {one:>9} {after:>11} {row['preprocess_baseline']['median']:>10.1f}")
+                     f"{row['preprocess_ours']['median']:>10.1f} {after:>11} {row['preprocess_baseline']['median']:>10.1f}")
 
     for name, prof in (("ours", po), ("baseline", pb)):
         if prof:

@@ -80,8 +80,9 @@ def _peak_rss_mb(emulator) -> Optional[float]:
 
 
 def run_session(fn: StagedFunction, inputs: Dict[str, dict], warm: int, null_invokes: int = 0,
-                cpu_quota: Optional[CpuQuota] = None) -> dict:
-    """Start a fresh emulator, time the cold start (first response complete), then warm requests."""
+                cpu_quota: Optional[CpuQuota] = None, pause_s: float = 0.0) -> dict:
+    """Start a fresh emulator, time the cold start (first response complete), then warm requests
+    (back to back, or ``pause_s`` apart: traffic that leaves the function idle in between)."""
     emulator = fn.emulator(cpu_quota=cpu_quota)
     started = time.perf_counter()
     with emulator:
@@ -99,6 +100,8 @@ def run_session(fn: StagedFunction, inputs: Dict[str, dict], warm: int, null_inv
         for round_ in range(warm):
             rotated = keys[round_ % len(keys):] + keys[:round_ % len(keys)]
             for key in rotated:
+                if pause_s:
+                    time.sleep(pause_s)
                 result = emulator.invoke_raw(inputs[key])
                 _check(result, fn.name, key, emulator)
                 samples[key].append(result.seconds * 1000.0)
@@ -186,7 +189,7 @@ def _latency(values: List[float]) -> dict:
 def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path = DEFAULT_BUILD_DIR,
                   cache_dir: Optional[Path] = None, with_base64: bool = True, init_profile_repeats: int = 3,
                   null_invokes: int = 5, tensorflow: bool = True, parameters: Optional[Dict[str, str]] = None,
-                  cpu_quota_mode: str = "auto") -> dict:
+                  cpu_quota_mode: str = "auto", pause_ms: float = 0.0) -> dict:
     build_dir = Path(build_dir).resolve()
     started = time.perf_counter()
     load_before = _loadavg()
@@ -205,7 +208,7 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
                 for name in (_FUNCTIONS if i % 2 == 0 else _FUNCTIONS[::-1]):
                     log(f"session {i + 1}/{sessions}: {name} (cold start + {warm} warm rounds x {len(inputs)} inputs)")
                     runs[name].append(run_session(functions[name], inputs, warm, null_invokes if name == OURS else 0,
-                                                  quota))
+                                                  quota, pause_s=pause_ms / 1000.0))
                 log(f"floor {i + 1}/{sessions}: decode / preprocess / inference alone (Python 3.12, staged deps)")
                 floors.append(run_floor(functions[OURS], images, floor_repeats, quota))
         finally:
@@ -258,6 +261,7 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
             "memory_mb": functions[OURS].memory_mb,
             "cpu_quota": {"cpus": round(quota.cpus, 3) if quota else None, "note": quota_note},
             "sessions": sessions, "warm_rounds_per_session": warm, "floor_repeats": floor_repeats,
+            "pause_ms_between_warm_requests": pause_ms,
             "cold_start_input": COLD_START_INPUT,
             "parameter_overrides": dict(parameters or {}),
             "model_ours": functions[OURS].model_path().name,
@@ -325,6 +329,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--sessions", type=int, help="fresh starts per function (default 5, --quick 2)")
     parser.add_argument("--warm", type=int, help="warm rounds per session, each one request per input (default 10, --quick 3)")
     parser.add_argument("--floor-repeats", type=int, help="repeats per floor measurement and round (default 8, --quick 4)")
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="idle time before each warm request (default 0: back to back, so under the CPU quota "
+                             "one request's CPU time can throttle the next; e.g. 200: each starts with a full budget)")
     parser.add_argument("--no-base64", action="store_true", help="only URL inputs")
     parser.add_argument("--no-tensorflow", action="store_true", help="skip the tensorflow-cpu size comparison")
     parser.add_argument("--parameter-overrides", nargs="*", default=[], metavar="NAME=VALUE",
@@ -349,7 +356,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 with_base64=not args.no_base64, init_profile_repeats=2 if args.quick else 3,
                                 tensorflow=not args.no_tensorflow,
                                 parameters=dict(p.split("=", 1) for p in args.parameter_overrides),
-                                cpu_quota_mode=args.cpu_quota)
+                                cpu_quota_mode=args.cpu_quota, pause_ms=args.pause_ms)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

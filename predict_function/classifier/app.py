@@ -20,7 +20,6 @@ from .errors import ClassifierError, InternalError
 from .events import MODEL_INFO, Request, event_kind, parse_event
 from .model import Classifier
 from .observability import RequestRecord, Telemetry
-from .resize import Workers
 from .responses import error_body, model_info_body, prediction_body, respond
 from .settings import Settings
 from .source import Fetch, deadline_from, image_source, release
@@ -37,8 +36,6 @@ def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telem
     """Build a handler from its parts (tests inject their own fetch, model or telemetry)."""
     telemetry = telemetry or Telemetry(classifier.card.name, classifier.card.version)
     fit = functools.partial(draft_size, classifier.card.preprocessing)
-    # With a second CPU, the resize's passes run in bands on both (same bytes, ~0.6x the time).
-    workers = Workers.for_cpus(settings.cpus)
 
     def predict(request: Request, record: RequestRecord, context: Any) -> dict:
         with record.timed("fetch"):
@@ -51,7 +48,7 @@ def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telem
             record.move_time(waited, "decode", "fetch")  # decoding, the reads waited for the network
         record.image_size = f"{image.width}x{image.height}"
         with record.timed("preprocess"):
-            tensor = preprocess(image, classifier.card.preprocessing, workers)
+            tensor = preprocess(image, classifier.card.preprocessing)
         with record.timed("inference"):
             scores = classifier.scores(tensor)
         top = classifier.top_k(scores, request.top_k or settings.default_top_k)

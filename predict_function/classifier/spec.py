@@ -20,8 +20,6 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from .resize import Workers, resize
-
 METADATA_KEY = "image_classifier.card"
 SCHEMA_VERSION = 1
 
@@ -234,18 +232,14 @@ def source_box(image: Image.Image, spec: Preprocessing) -> tuple[float, float, f
     )
 
 
-def preprocess(image: Image.Image, spec: Preprocessing, workers: Workers | None = None) -> np.ndarray:
-    """An RGB Pillow image -> the float32 input tensor (batch of one) the model expects.
-
-    The crop and resize are Pillow's (:mod:`.resize`: its two passes, split across
-    ``workers`` when given; the same bytes either way).
-    """
+def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
+    """An RGB Pillow image -> the float32 input tensor (batch of one) the model expects."""
     if image.mode != "RGB":
         raise SpecError(f"preprocess expects an RGB image, got mode {image.mode!r}")
     box = source_box(image, spec)
     size = (spec.width, spec.height)
     if box is not None or image.size != size:
-        return normalise(resize(image, size, RESAMPLE[spec.resize], box, workers), spec)
+        image = image.resize(size, RESAMPLE[spec.resize], box=box)
     return normalise(np.asarray(image), spec)
 
 

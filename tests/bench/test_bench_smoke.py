@@ -24,7 +24,7 @@ from bench.images import IMAGE_KEYS, make_images  # noqa: E402
 def results(tmp_path_factory):
     build = tmp_path_factory.mktemp("bench")
     output = build / "latest.json"
-    code = run.main(["--sessions", "1", "--warm", "1", "--floor-repeats", "1", "--no-base64",
+    code = run.main(["--sessions", "1", "--warm", "1", "--floor-repeats", "1", "--no-base64", "--pause-ms", "20",
                      "--build-dir", str(build), "--output", str(output)])
     assert code == 0
     return json.loads(output.read_text())
@@ -71,6 +71,12 @@ def test_targets_and_table(results):
     for text in ("cold start", "init", "warm jpeg_12mp url", "peak RSS", "installed", "Floor", "Targets"):
         assert text in table
     assert table.count("PASS") + table.count("FAIL") == 4
+    assert results["meta"]["pause_ms_between_warm_requests"] == 20 and "20 ms idle before each warm request" in table
+    for key in report.URL_INPUTS:  # ours's p50 split: floor + crop/resize + RIE round trip + the rest
+        row = results["overhead"]["ours"][key]
+        parts = row["floor_ms"] + row["preprocess_ms"] + row["rie_ms"] + row["rest_ms"]
+        assert abs(parts - row["p50_ms"]) < 1e-6
+        assert f"ours {key.replace('_url', '')}" in table
 
 
 def test_percentile():

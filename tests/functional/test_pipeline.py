@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
-import threading
 
 import numpy as np
 import onnx
@@ -75,16 +73,6 @@ def test_top_k(classifier, fake_fetch, cat_jpeg):
     assert len(handle({"image": image}, Context())["predictions"]) == 2
     assert len(handle({"image": image, "top_k": 7}, Context())["predictions"]) == 7
     assert len(handle({"image": image, "top_k": 5000}, Context())["predictions"]) == 1000
-
-
-def test_a_second_cpu_resizes_in_bands_with_the_same_answer(classifier, fake_fetch, cat_jpeg):
-    event = {"image": base64.b64encode(cat_jpeg).decode(), "top_k": 1000}
-    one = make_handler(dataclasses.replace(Settings.from_env({}), cpus=1), classifier, fake_fetch)
-    two = make_handler(dataclasses.replace(Settings.from_env({}), cpus=2), classifier, fake_fetch)
-    before = {t.name for t in threading.enumerate() if t.name.startswith("resize")}
-    assert two(event, Context()) == one(event, Context())  # every score, to the last bit
-    started = {t.name for t in threading.enumerate() if t.name.startswith("resize")} - before
-    assert len(started) == 1  # the second CPU's band ran on the handler's one resize thread
 
 
 def test_model_info(classifier, fake_fetch):
