@@ -73,3 +73,15 @@ def test_cold_start_runs_on_the_given_task_root(tmp_path):
     shutil.copytree(staged, other, copy_function=os.link, ignore=shutil.ignore_patterns("model"))
     with pytest.raises(SystemExit, match="model file not found"):
         cold_start.main(["--against", "HEAD", "--runs", "1", "--build-dir", str(tmp_path), "--task-root", str(other)])
+
+
+def test_idle_threads_reports_every_variant_and_pause_and_every_child_exits(tmp_path, capsys):
+    from bench import idle_threads
+
+    assert idle_threads.main(["--requests", "3", "--repeats", "1", "--pauses", "0,10", "--build-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "frozen (SIGSTOP) between requests" in out and out.splitlines()[1].startswith("CPU: ")
+    rows = [line.split() for line in out.splitlines()[3:]]
+    assert {(row[0], float(row[1])) for row in rows} == {(v, p) for v in idle_threads.VARIANTS for p in (0.0, 10.0)}
+    for _, _, request, p95, inference, cpu in rows:
+        assert 0 < float(inference) < float(request) <= float(p95) and float(cpu) > 0
