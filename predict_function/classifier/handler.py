@@ -32,7 +32,8 @@ def cold_start() -> "Handler":
 
 def _build() -> "Handler":
     settings = Settings.from_env()
-    loading = Classifier.start_loading(settings.model_path, settings.ort_intra_op_threads, settings.cpus > 1)
+    loading = Classifier.start_loading(settings.model_path, settings.ort_intra_op_threads, settings.cpus > 1,
+                                       settings.ort_allow_spinning)
     # With a second CPU, onnxruntime builds the session (mostly outside the GIL) while the rest
     # of the pipeline (Pillow's decoders, Powertools, the fetcher, ...) imports, instead of one after the other.
     from .app import make_handler

@@ -23,7 +23,7 @@ class Prediction:
     score: float
 
 
-def session_options(intra_op_threads: int) -> ort.SessionOptions:
+def session_options(intra_op_threads: int, allow_spinning: bool = False) -> ort.SessionOptions:
     options = ort.SessionOptions()
     # An explicit thread count keeps onnxruntime from pinning threads to cores
     # (pthread_setaffinity_np fails inside Lambda's sandbox).
@@ -33,8 +33,9 @@ def session_options(intra_op_threads: int) -> ort.SessionOptions:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
     # Idle worker threads would otherwise spin after each run, stealing the CPU that the
-    # next request's image decode needs (Lambda gives ~1 vCPU per 1769 MB).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # next request's image decode needs (Lambda gives ~1 vCPU per 1769 MB). Spinning pays only
+    # when requests come with idle time between them (ORT_ALLOW_SPINNING; bench.idle_threads).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
 
@@ -52,24 +53,25 @@ class Classifier:
         self._check_card()
 
     @classmethod
-    def load(cls, path: str, intra_op_threads: int = 0) -> "Classifier":
+    def load(cls, path: str, intra_op_threads: int = 0, allow_spinning: bool = False) -> "Classifier":
         if not os.path.isfile(path):
             raise ModelLoadError(f"model file not found: {path} (set MODEL_PATH or copy the model into the image)")
         session = ort.InferenceSession(
-            path, sess_options=session_options(intra_op_threads), providers=["CPUExecutionProvider"]
+            path, sess_options=session_options(intra_op_threads, allow_spinning), providers=["CPUExecutionProvider"]
         )
         card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
         return cls(session, card)
 
     @classmethod
-    def start_loading(cls, path: str, intra_op_threads: int = 0, background: bool = True) -> "Loading":
+    def start_loading(cls, path: str, intra_op_threads: int = 0, background: bool = True,
+                      allow_spinning: bool = False) -> "Loading":
         """:meth:`load`, on a thread when ``background``; ``.result()`` gives the classifier.
 
         onnxruntime builds the session mostly outside the GIL, so with a second CPU the caller
         can import the rest of the function meanwhile. With one CPU the thread only adds
         contention (measured: ~3 % slower cold start), so the load then runs right here.
         """
-        return Loading(lambda: cls.load(path, intra_op_threads), background)
+        return Loading(lambda: cls.load(path, intra_op_threads, allow_spinning), background)
 
     def _check_card(self) -> None:
         """Fail the cold start, not a request, when the card cannot fit the graph."""

@@ -19,6 +19,7 @@ FETCH_CONNECT_TIMEOUT = "FETCH_CONNECT_TIMEOUT"
 FETCH_READ_TIMEOUT = "FETCH_READ_TIMEOUT"
 MAX_REDIRECTS = "MAX_REDIRECTS"
 ORT_INTRA_OP_THREADS = "ORT_INTRA_OP_THREADS"
+ORT_ALLOW_SPINNING = "ORT_ALLOW_SPINNING"
 CORS_ALLOW_ORIGIN = "CORS_ALLOW_ORIGIN"
 
 # Set by Lambda (and by the base image): where the function's code and model live, and its memory.
@@ -65,6 +66,7 @@ class Settings:
     max_redirects: int = 3
     cpus: int = 1  # CPUs worth using at the configured memory (granted_cpus)
     ort_intra_op_threads: int = 0  # 0: one thread per available CPU; from_env defaults it to ``cpus``
+    ort_allow_spinning: bool = False  # idle onnxruntime workers spin before they sleep (bench.idle_threads)
     cors_allow_origin: str = ""  # Access-Control-Allow-Origin on API responses; "" = no CORS header
 
     @classmethod
@@ -85,6 +87,7 @@ class Settings:
                 max_redirects=int(env.get(MAX_REDIRECTS, 3)),
                 cpus=cpus,
                 ort_intra_op_threads=int(env.get(ORT_INTRA_OP_THREADS) or 0) or cpus,
+                ort_allow_spinning=_flag(env.get(ORT_ALLOW_SPINNING)),
                 cors_allow_origin=(env.get(CORS_ALLOW_ORIGIN) or "").strip(),
             )
         except ValueError as exc:

@@ -29,12 +29,12 @@ def _recording(release: threading.Event | None = None):
 
     class Recording(Classifier):
         @classmethod
-        def load(cls, path, intra_op_threads=0):
+        def load(cls, path, intra_op_threads=0, allow_spinning=False):
             seen["thread"] = threading.current_thread().name
             seen["started"].set()
             if release is not None:
                 release.wait(10)
-            return super().load(path, intra_op_threads)
+            return super().load(path, intra_op_threads, allow_spinning)
 
     return Recording, seen
 
@@ -86,3 +86,11 @@ print(sorted(m for m in set(sys.modules) - before if m.startswith("PIL")))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("allow_spinning, expected", [(False, "0"), (True, "1")])
+def test_the_session_spins_only_when_asked(allow_spinning, expected):
+    loaded = Classifier.start_loading(str(DEFAULT_MODEL), 2, background=False, allow_spinning=allow_spinning).result()
+    options = loaded.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"

@@ -4,6 +4,7 @@
   worker spins ~0.1 s of CPU after numpy's import, CPU time that Lambda's allotment charges to
   init); the function does no BLAS work that would need more.
 * Cyclic GC is off while init imports and loads, then back on, with what init built frozen.
+* onnxruntime's workers do not spin unless ORT_ALLOW_SPINNING says so.
 """
 
 from __future__ import annotations
@@ -62,3 +63,15 @@ def test_gc_is_back_on_when_the_cold_start_fails(staged_project):
             "    print(type(exc).__name__, gc.isenabled())")
     env = {**staged_project.image_env, "MODEL_PATH": f"{staged_project.task_root}/model/missing.onnx"}
     assert _run_in_runtime(staged_project, code, env).split()[-1] == "True"
+
+
+@pytest.mark.parametrize("setting, expected", [(None, "0"), ("1", "1")])
+def test_the_cold_start_builds_the_session_with_the_spinning_setting(staged_project, setting, expected):
+    code = ("import gc, classifier.handler\n"
+            "from classifier.model import Classifier\n"
+            "gc.unfreeze()  # what init built is frozen, out of gc.get_objects()\n"
+            "[served] = [o for o in gc.get_objects() if isinstance(o, Classifier)]\n"
+            "print(served.session.get_session_options().get_session_config_entry('session.intra_op.allow_spinning'))")
+    env = {**staged_project.image_env, "MODEL_PATH": f"{staged_project.task_root}/model/model.onnx",
+           **({"ORT_ALLOW_SPINNING": setting} if setting else {})}
+    assert _run_in_runtime(staged_project, code, env).splitlines()[-1] == expected

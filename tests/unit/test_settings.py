@@ -39,3 +39,10 @@ def test_from_env_resolves_cpus_and_threads_from_the_lambda_memory_size():
     assert Settings.from_env({"ORT_INTRA_OP_THREADS": "0"}).ort_intra_op_threads == cpus
     with pytest.raises(ValueError, match="invalid function setting"):
         Settings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "lots"})
+
+
+def test_onnxruntime_threads_do_not_spin_unless_asked():
+    assert Settings.from_env({}).ort_allow_spinning is False
+    assert Settings.from_env({"ORT_ALLOW_SPINNING": "0"}).ort_allow_spinning is False
+    assert Settings.from_env({"ORT_ALLOW_SPINNING": "1"}).ort_allow_spinning is True
+    assert Settings.from_env({"ORT_ALLOW_SPINNING": "true"}).ort_allow_spinning is True
