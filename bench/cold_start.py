@@ -40,10 +40,7 @@ from bench.run import make_cpu_quota  # noqa: E402
 from local_lambda.cpu_quota import CpuQuota  # noqa: E402
 
 _CHILD = """
-import base64, contextlib, io, json, os, resource, sys, time
-if len(sys.argv) > 3 and sys.argv[3]:  # a CPU quota's cgroup.procs: join it before anything else
-    with open(sys.argv[3], "w") as procs:
-        procs.write(str(os.getpid()))
+import base64, contextlib, io, json, resource, sys, time
 started = time.perf_counter()
 import awslambdaric.bootstrap  # what the runtime imports before the handler
 sys.path.insert(0, sys.argv[1])
@@ -97,8 +94,9 @@ def measure(variants: Dict[str, Path], task_root: Path, python: Path, image: Pat
             image_env: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, List[float]]]:
     env = child_env(task_root, image_env, LAMBDA_TASK_ROOT=str(task_root), AWS_LAMBDA_FUNCTION_MEMORY_SIZE="2048")
     prefix = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] if pin_one_cpu else []
-    procs = str(quota.path / "cgroup.procs") if quota else ""
-    commands = {name: [*prefix, str(python), "-c", _CHILD, str(path), str(image), procs] for name, path in variants.items()}
+    commands = {name: [*prefix, str(python), "-c", _CHILD, str(path), str(image)] for name, path in variants.items()}
+    if quota is not None:  # in the quota from the start
+        commands = {name: quota.command(argv) for name, argv in commands.items()}
     return interleaved(commands, runs, env, task_root)
 
 

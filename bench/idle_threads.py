@@ -53,10 +53,7 @@ WARM_UP = 5
 FREEZE_AFTER_S = 0.002  # the handler returns, awslambdaric posts the response and asks for the next event
 
 _CHILD = r"""
-import functools, json, os, sys, time
-if sys.argv[5]:  # the CPU quota's cgroup.procs: join it before any work
-    with open(sys.argv[5], "w") as procs:
-        procs.write(str(os.getpid()))
+import functools, json, sys, time
 sys.path.insert(0, sys.argv[1])
 import onnxruntime as ort
 from classifier.decode import decode_image
@@ -64,9 +61,7 @@ from classifier.model import session_options
 from classifier.spec import ModelCard, draft_size, preprocess
 
 variant = json.loads(sys.argv[4])
-options = session_options(int(variant.get("threads", 2)))
-if variant.get("spin"):
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+options = session_options(int(variant.get("threads", 2)), allow_spinning=bool(variant.get("spin")))
 if variant.get("stop"):
     options.add_session_config_entry("session.force_spinning_stop", "1")
 session = ort.InferenceSession(sys.argv[2], sess_options=options, providers=["CPUExecutionProvider"])
@@ -90,9 +85,8 @@ for _ in sys.stdin:
 def serve(python: Path, task_root: Path, model: Path, image: Path, variant: Dict[str, object], requests: int,
           pause_s: float, freeze: bool, env: Dict[str, str], quota: Optional[CpuQuota]) -> Dict[str, List[float]]:
     """One child serving ``requests`` (after a few unrecorded ones), ``pause_s`` apart, frozen in between."""
-    procs = str(quota.path / "cgroup.procs") if quota else ""
-    child = subprocess.Popen([str(python), "-c", _CHILD, str(REPO / "predict_function"), str(model), str(image),
-                              json.dumps(variant), procs], env=env, cwd=str(task_root), text=True,
+    argv = [str(python), "-c", _CHILD, str(REPO / "predict_function"), str(model), str(image), json.dumps(variant)]
+    child = subprocess.Popen(quota.command(argv) if quota else argv, env=env, cwd=str(task_root), text=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out: Dict[str, List[float]] = {"request_ms": [], "inference_ms": [], "cpu_ms": []}
     try:

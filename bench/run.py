@@ -147,14 +147,12 @@ def run_floor(fn: StagedFunction, images: Dict[str, TestImage], repeats: int,
               cpu_quota: Optional[CpuQuota] = None) -> dict:
     config = {"images": {k: images[k].path for k in IMAGE_KEYS}, "repeats": repeats,
               "model_path": str(fn.model_path())}
-    process = subprocess.Popen([str(fn.runtime_python), str(FLOOR_SCRIPT), json.dumps(config)], cwd=str(fn.task_root),
-                               env=fn.environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if cpu_quota is not None:  # the same CPU time as the function (it is still importing when moved)
-        cpu_quota.add(process.pid)
-    stdout, stderr = process.communicate(timeout=600)
-    if process.returncode != 0:
-        raise BenchError(f"floor subprocess failed:\n{stderr[-3000:]}")
-    return json.loads(stdout)
+    argv = [str(fn.runtime_python), str(FLOOR_SCRIPT), json.dumps(config)]
+    result = subprocess.run(cpu_quota.command(argv) if cpu_quota else argv,  # the function's CPU time
+                            cwd=str(fn.task_root), env=fn.environment(), capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise BenchError(f"floor subprocess failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout)
 
 
 def merge_floors(floors: List[dict]) -> dict:

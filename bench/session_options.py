@@ -53,10 +53,7 @@ VARIANTS: Dict[str, Dict[str, object]] = {
 }
 
 _CHILD = r"""
-import functools, io, json, os, statistics, sys, time
-if sys.argv[6]:  # the CPU quota's cgroup.procs: join it before any work
-    with open(sys.argv[6], "w") as procs:
-        procs.write(str(os.getpid()))
+import functools, json, statistics, sys, time
 sys.path.insert(0, sys.argv[1])
 import onnxruntime as ort
 from PIL import Image
@@ -117,10 +114,11 @@ def measure(task_root: Path, python: Path, model: Path, images: List[Path], runs
             variants: Dict[str, Dict[str, object]], quota: Optional[CpuQuota] = None,
             image_env: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, List[float]]]:
     env = child_env(task_root, image_env)
-    procs = str(quota.path / "cgroup.procs") if quota else ""
     commands = {name: [str(python), "-c", _CHILD, str(REPO / "predict_function"), str(model),
-                       ",".join(str(i) for i in images), json.dumps(variant), str(threads), procs]
+                       ",".join(str(i) for i in images), json.dumps(variant), str(threads)]
                 for name, variant in variants.items()}
+    if quota is not None:  # in the quota from the start
+        commands = {name: quota.command(argv) for name, argv in commands.items()}
     return interleaved(commands, runs, env, task_root)
 
 

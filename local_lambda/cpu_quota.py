@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 MB_PER_VCPU = 1769  # Lambda: one vCPU's worth of CPU time per 1,769 MB of memory
 PERIOD_US = 100_000
@@ -72,6 +72,11 @@ class CpuQuota:
     def add(self, pid: int) -> None:
         """Move process ``pid`` (all its threads) into the quota; children it starts later stay in it."""
         (self.path / "cgroup.procs").write_text(str(pid))
+
+    def command(self, argv: List[str]) -> List[str]:
+        """``argv`` run inside the quota from its first instruction: a shell joins the cgroup, then
+        execs ``argv`` (same process id). ``add`` moves a process that is already running."""
+        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *argv]
 
     def throttled_us(self) -> int:
         """Microseconds the group's processes waited for the next period so far."""

@@ -54,6 +54,13 @@ def test_a_quota_of_one_cpu_throttles_two_busy_threads(quota):
     assert quota.throttled_us() > 0
 
 
+def test_a_command_runs_inside_the_quota_from_its_start(quota):
+    argv = quota.command([sys.executable, "-c", "print(open('/proc/self/cgroup').read())"])
+    process = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert process.returncode == 0, process.stderr
+    assert quota.path.name in process.stdout  # already in the group when its first line ran
+
+
 def test_the_emulators_runtime_runs_inside_the_quota(quota, tiny_task_root, runtime_python):
     with Emulator(tiny_task_root, handler="app.handler", runtime_python=runtime_python, memory_mb=1769,
                   timeout_s=2, cpu_quota=quota) as fn:
