@@ -39,6 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.cold_start import _staged_task_root, child_env  # noqa: E402
+from bench.report import percentile  # noqa: E402
 from bench.images import make_images  # noqa: E402
 from bench.run import make_cpu_quota  # noqa: E402
 from local_lambda.cpu_quota import CpuQuota  # noqa: E402
@@ -116,10 +117,6 @@ def serve(python: Path, task_root: Path, model: Path, image: Path, variant: Dict
     return out
 
 
-def p95(values: List[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, round(0.95 * len(ordered)) - 1)]
-
 
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.idle_threads", description=__doc__.split("\n\n")[0])
@@ -160,7 +157,7 @@ def main(argv: List[str] | None = None) -> int:
     print(f"CPU: {cpu}")
     print(f"{'variant':10s} {'pause ms':>8s} {'request p50':>11s} {'p95':>7s} {'inference p50':>13s} {'CPU/request':>11s}")
     for (name, pause), values in results.items():
-        print(f"{name:10s} {pause:8g} {statistics.median(values['request_ms']):11.2f} {p95(values['request_ms']):7.2f} "
+        print(f"{name:10s} {pause:8g} {statistics.median(values['request_ms']):11.2f} {percentile(values['request_ms'], 95):7.2f} "
               f"{statistics.median(values['inference_ms']):13.2f} {statistics.median(values['cpu_ms']):11.2f}")
     return 0
 

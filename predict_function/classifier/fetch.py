@@ -20,7 +20,7 @@ inside a VPC, private networks. ``fetch_url`` only ever talks to public addresse
    original URL. Bodies are read with ``Accept-Encoding: identity`` and counted while
    streaming against ``max_download_bytes``; an absolute deadline (``time.monotonic()``)
    bounds DNS, connect, TLS, headers and body together: a watchdog shuts the socket down
-   when it passes, so a server trickling bytes cannot hold the function.
+   when it passes, so a server trickling bytes cannot hold the function (``_deadline``).
 
 ``fetch_url`` returns once the response headers are in: the body comes back as ``Fetched``,
 a read-only, seekable file that pulls bytes from the connection only when a read needs
@@ -61,6 +61,7 @@ from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from . import _netguard
+from ._deadline import Deadline
 from .errors import (
     BadRequestError,
     BlockedUrlError,
@@ -298,7 +299,7 @@ def check_url(url: str, policy: FetchPolicy, *, deadline: float | None = None) -
     UpstreamError / UpstreamTimeoutError (DNS failure or timeout). Only the resolver is
     called; nothing is connected to.
     """
-    clock = _Deadline(time.monotonic() + policy.default_total_timeout if deadline is None else deadline)
+    clock = Deadline(time.monotonic() + policy.default_total_timeout if deadline is None else deadline)
     with _boundary(clock, _Hop()):
         return _check_url(url, policy, clock.at)
 
@@ -379,64 +380,6 @@ def _check_url(url: str, policy: FetchPolicy, deadline: float) -> Target:
     )
 
 
-# --- the deadline watchdog ---------------------------------------------------------------
-
-
-class _Deadline:
-    """An absolute ``time.monotonic()`` deadline that also shuts watched sockets down when it passes.
-
-    Socket timeouts bound each read, not their sum: a server sending one byte every few
-    seconds never trips them. The watchdog keeps a ``dup()`` of each socket (same kernel
-    socket, own descriptor, so it can never hit a reused descriptor) and ``shutdown()``s it
-    at the deadline, which wakes any blocked read or TLS handshake.
-    """
-
-    def __init__(self, at: float) -> None:
-        self.at = at
-        self.fired = False
-        self._lock = threading.Lock()
-        self._watched: list[socket.socket] = []
-        self._timer: threading.Timer | None = None
-
-    def remaining(self) -> float:
-        return self.at - time.monotonic()
-
-    def expired(self) -> bool:
-        return self.fired or self.remaining() <= 0
-
-    def check(self) -> None:
-        if self.expired():
-            raise UpstreamTimeoutError("fetching the URL took longer than the time left for this request")
-
-    def watch(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._watched.append(sock.dup())
-            if self._timer is None:
-                self._timer = threading.Timer(max(self.remaining(), 0.0), self._fire)
-                self._timer.daemon = True
-                self._timer.start()
-            fire_now = self.fired
-        if fire_now:
-            self._fire()
-
-    def _fire(self) -> None:
-        with self._lock:
-            self.fired = True
-            for sock in self._watched:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-            for sock in self._watched:
-                sock.close()
-            self._watched.clear()
-
-
 # --- HTTP over a pre-connected socket ------------------------------------------------------
 
 
@@ -452,7 +395,7 @@ class _PinnedConnection(http.client.HTTPConnection):
         raise ConnectionError("pinned connection cannot reconnect")
 
 
-def _open(target: Target, policy: FetchPolicy, clock: _Deadline) -> socket.socket:
+def _open(target: Target, policy: FetchPolicy, clock: Deadline) -> socket.socket:
     """Connect to the first validated address that answers."""
     last_error: BaseException | None = None
     for address in target.addresses:
@@ -469,7 +412,7 @@ def _open(target: Target, policy: FetchPolicy, clock: _Deadline) -> socket.socke
     raise last_error
 
 
-def _request(target: Target, policy: FetchPolicy, clock: _Deadline) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+def _request(target: Target, policy: FetchPolicy, clock: Deadline) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     sock = _open(target, policy, clock)
     timeout = min(policy.read_timeout, max(clock.remaining(), 0.001))
     try:
@@ -529,7 +472,7 @@ class _Hop:
         self.redirects = 0
 
 
-def _fetch(url: str, policy: FetchPolicy, clock: _Deadline, hop: _Hop) -> "Fetched":
+def _fetch(url: str, policy: FetchPolicy, clock: Deadline, hop: _Hop) -> "Fetched":
     target = _check_url(url, policy, clock.at)
     while True:
         conn, response = _request(target, policy, clock)
@@ -580,7 +523,7 @@ class Fetched(io.BufferedIOBase):
     ``Content-Type`` (or None).
     """
 
-    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, clock: _Deadline,
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, clock: Deadline,
                  hop: _Hop, cap: int, declared: int | None = None) -> None:
         super().__init__()
         self.content_type: str | None = response.headers.get("Content-Type")
@@ -686,7 +629,7 @@ class Fetched(io.BufferedIOBase):
 
 
 @contextlib.contextmanager
-def _boundary(clock: _Deadline, hop: _Hop) -> Iterator[None]:
+def _boundary(clock: Deadline, hop: _Hop) -> Iterator[None]:
     """The one boundary where library and OS exceptions become caller-facing errors: around
     everything ``fetch_url`` does and around every pull of a ``Fetched`` body."""
     try:
@@ -701,7 +644,7 @@ def _boundary(clock: _Deadline, hop: _Hop) -> Iterator[None]:
         raise _translate(exc, clock, hop) from exc
 
 
-def _translate(exc: BaseException, clock: _Deadline, hop: _Hop) -> ClassifierError:
+def _translate(exc: BaseException, clock: Deadline, hop: _Hop) -> ClassifierError:
     """The one place where library and OS exceptions become caller-facing errors."""
     if clock.expired():
         return UpstreamTimeoutError("fetching the URL took longer than the time left for this request")
@@ -733,7 +676,7 @@ def fetch_url(url: str, policy: FetchPolicy, deadline: float | None = None) -> F
     """
     if deadline is None:
         deadline = time.monotonic() + policy.default_total_timeout
-    clock = _Deadline(deadline)
+    clock = Deadline(deadline)
     hop = _Hop()
     try:
         with _boundary(clock, hop):

@@ -1,4 +1,4 @@
-"""bench/cold_start.py and bench/session_options.py on a tiny scale: every variant starts, runs, and is reported (no time asserted)."""
+"""bench/cold_start.py, session_options.py, idle_threads.py and fetch_cost.py on a tiny scale: every variant starts, runs, and is reported (no time asserted)."""
 
 from __future__ import annotations
 
@@ -85,3 +85,15 @@ def test_idle_threads_reports_every_variant_and_pause_and_every_child_exits(tmp_
     assert {(row[0], float(row[1])) for row in rows} == {(v, p) for v in idle_threads.VARIANTS for p in (0.0, 10.0)}
     for _, _, request, p95, inference, cpu in rows:
         assert 0 < float(inference) < float(request) <= float(p95) and float(cpu) > 0
+
+
+def test_fetch_cost_fetches_the_same_image_both_ways_and_reports_both(tmp_path, capsys):
+    from bench import fetch_cost
+
+    assert fetch_cost.main(["--fetches", "5", "--image", "png_0.3mp", "--build-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("png_0.3mp (") and "from a loopback server" in out
+    rows = {row.split()[0]: [float(v) for v in row.split()[1:]] for row in out.splitlines()[2:]}
+    assert set(rows) == {"fetch_url", "http.client"}
+    for p50, p95, cpu in rows.values():
+        assert 0 < p50 <= p95 and cpu > 0
