@@ -38,6 +38,9 @@ FLOOR_SCRIPT = Path(__file__).resolve().parent / "floor.py"
 COLD_START_INPUT = "jpeg_1mp_url"
 BASE64_IMAGES = ("png_0.3mp", "jpeg_1mp")  # the 12 MP JPEG as base64 nears the 6 MB invoke payload limit
 _INIT_REPORT = re.compile(r"INIT REPORT\(durationMs: ([\d.]+)\)")
+# The RIE's per-invoke REPORT line, as Lambda's: Duration and the Billed Duration (whole ms) it is charged for.
+_REPORT = re.compile(r"^REPORT RequestId: \S+\t(?:Init Duration: [\d.]+ ms\t)?Duration: ([\d.]+) ms\t"
+                     r"Billed Duration: (\d+) ms", re.MULTILINE)
 _FUNCTIONS = (OURS, BASELINE)
 
 
@@ -97,6 +100,7 @@ def run_session(fn: StagedFunction, inputs: Dict[str, dict], warm: int, null_inv
             top1[key] = _check(emulator.invoke_raw(event), fn.name, key, emulator)["predictions"][0]["label"]
         samples: Dict[str, List[float]] = {key: [] for key in inputs}
         keys = list(inputs)
+        recorded: List[Optional[str]] = [None] * (1 + len(keys))  # per invoke, in order: the key of a recorded sample
         for round_ in range(warm):
             rotated = keys[round_ % len(keys):] + keys[:round_ % len(keys)]
             for key in rotated:
@@ -105,11 +109,19 @@ def run_session(fn: StagedFunction, inputs: Dict[str, dict], warm: int, null_inv
                 result = emulator.invoke_raw(inputs[key])
                 _check(result, fn.name, key, emulator)
                 samples[key].append(result.seconds * 1000.0)
+                recorded.append(key)
         nulls = [emulator.invoke_raw({}).seconds * 1000.0 for _ in range(null_invokes)]
+        recorded += [None] * null_invokes
         rss_after_warm = _peak_rss_mb(emulator)
         time.sleep(0.1)  # let the log reader catch up
         logs = emulator.logs
     match = _INIT_REPORT.search(logs)
+    billed = [int(m.group(2)) for m in _REPORT.finditer(logs)]
+    billed_ms: Dict[str, List[int]] = {}
+    if len(billed) == len(recorded):  # else a REPORT line went missing: no billed figures rather than wrong ones
+        for key, ms in zip(recorded, billed):
+            if key is not None:
+                billed_ms.setdefault(key, []).append(ms)
     return {
         "cold_start_s": cold,
         "rie_listening_s": listening,
@@ -121,6 +133,8 @@ def run_session(fn: StagedFunction, inputs: Dict[str, dict], warm: int, null_inv
         "null_invoke_ms": nulls,
         "top1": top1,
         "handler_stage_ms": _stage_timings(logs) if fn.name == OURS else {},
+        "cold_billed_ms": billed[0] if billed else None,  # the first invoke's, init included (as for images)
+        "billed_ms": billed_ms,
     }
 
 
