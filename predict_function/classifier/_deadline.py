@@ -112,7 +112,8 @@ class Watchdog:
                 self._cond.notify()
 
     def forget(self, deadline: Deadline) -> None:
-        """Drop closed deadlines from the top of the heap (requests end in order, so usually all)."""
+        """``deadline`` was closed: it leaves the heap now if it is the earliest there (a Lambda
+        function serves one request at a time, so it is), else when it reaches the top."""
         with self._cond:
             self._drop_closed()
 
