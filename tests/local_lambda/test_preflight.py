@@ -225,7 +225,9 @@ def test_model_path_pointing_at_a_file_not_copied(project):
     message = _only_failure(_preflight(project, "files"), "files")
     assert "MODEL_PATH=/var/task/models/resnet50.onnx (template/ENV) is not in the image" in message
     assert "no resnet50.onnx in the build context" in message
-    assert "the image has /var/task/model/ (made at build time by RUN line 24, stage model)" in message
+    lines = (project / "predict_function" / "Dockerfile").read_text().splitlines()
+    run_line = next(i for i, line in enumerate(lines, 1) if line.startswith("RUN python -m image_build.external_weights"))
+    assert f"the image has /var/task/model/ (made at build time by RUN line {run_line}, stage model)" in message
 
 
 def test_handler_module_not_copied_and_a_module_left_out_by_dockerignore(project):
