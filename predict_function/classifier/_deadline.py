@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import socket
 import threading
 import time
 
 from .errors import UpstreamTimeoutError
+
+log = logging.getLogger(__name__)
 
 
 class Deadline:
@@ -135,7 +138,10 @@ class Watchdog:
                     self._wake_at = None
                     continue
             for deadline in due:  # outside the lock: fire() takes the deadline's own lock
-                deadline.fire()
+                try:
+                    deadline.fire()
+                except Exception:  # noqa: BLE001 - the thread must outlive any one deadline
+                    log.exception("fetch deadline watchdog: firing a deadline failed")
 
 
 WATCHDOG = Watchdog()

@@ -147,3 +147,18 @@ def test_fetches_share_one_watchdog_thread_and_start_no_timer(server_factory):
     assert not any(isinstance(t, threading.Timer) for t in threading.enumerate())
     assert WATCHDOG.pending == 0
     assert fetch.Deadline is Deadline
+
+
+def test_a_deadline_that_fails_to_fire_does_not_stop_the_watchdog(pairs, caplog):
+    class Broken(Deadline):
+        def fire(self) -> None:
+            raise RuntimeError("boom")
+
+    watchdog = Watchdog(name="test-watchdog")
+    broken = Broken(time.monotonic() + 0.05, watchdog)
+    broken.watch(pairs()[0])
+    sock, _ = pairs()
+    later = Deadline(time.monotonic() + 0.2, watchdog)
+    later.watch(sock)
+    assert shut_down(sock)  # the next deadline still fires
+    assert later.fired and "firing a deadline failed" in caplog.text
