@@ -29,7 +29,7 @@ from bench.report import percentile  # noqa: E402
 from bench.images import IMAGE_KEYS, make_images  # noqa: E402
 
 _SERVER = r"""
-import sys, time
+import sys
 sys.path.insert(0, sys.argv[1])
 from bench.server import ImageServer
 with ImageServer() as server:
@@ -39,7 +39,7 @@ with ImageServer() as server:
 """
 
 _CHILD = r"""
-import http.client, json, statistics, sys, time
+import http.client, json, sys, time
 port, fetches = int(sys.argv[1]), int(sys.argv[2])
 from classifier.fetch import FetchPolicy, fetch_url
 policy = FetchPolicy(allow_private_urls=True, allowed_ports=(port,))
@@ -70,7 +70,6 @@ for i in range(fetches + 20):
             cpu[name].append((c1 - c0) * 1e3)
 print(json.dumps({"wall_ms": wall, "cpu_ms": cpu}))
 """
-
 
 
 def main(argv: List[str] | None = None) -> int:

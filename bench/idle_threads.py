@@ -117,7 +117,6 @@ def serve(python: Path, task_root: Path, model: Path, image: Path, variant: Dict
     return out
 
 
-
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.idle_threads", description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=60, help="recorded requests per variant and pause (default 60)")

@@ -35,9 +35,9 @@ if str(REPO) not in sys.path:
 from bench.functions import BASELINE, OURS, StagedFunction, stage_functions  # noqa: E402
 from bench.images import make_images  # noqa: E402
 from bench.report import percentile  # noqa: E402
-from bench.run import _cpus, log, make_inputs, run_session  # noqa: E402
+from bench.run import BenchError, _cpus, log, make_cpu_quota, make_inputs, run_session  # noqa: E402
 from bench.server import ImageServer  # noqa: E402
-from local_lambda.cpu_quota import CpuQuota, lambda_cpus  # noqa: E402
+from local_lambda.cpu_quota import lambda_cpus  # noqa: E402
 
 DEFAULT_SIZES = (1024, 1536, 2048, 3008)
 # x86_64 list prices (us-east-1, first pricing tier): USD per GB-second of duration, per request.
@@ -55,9 +55,7 @@ def sweep(sizes: List[int], sessions: int, warm: int, build_dir: Path) -> Dict[i
         log("staging ours and the baseline")
         staged = stage_functions(build_dir, server.port)
         for size in sizes:
-            quota, note = CpuQuota.create(size, name=f"bench-memory-{size}")
-            if quota is None:
-                raise SystemExit(f"bench.memory_sweep: no CPU quota for {size} MB: {note}")
+            quota, _ = make_cpu_quota("on", size)  # BenchError where the machine allows none
             functions = {name: dataclasses.replace(fn, memory_mb=size) for name, fn in staged.items()}
             runs[size] = {OURS: [], BASELINE: []}
             try:
@@ -132,7 +130,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     too_big = [s for s in sizes if lambda_cpus(s) > _cpus()]
     if too_big:
         parser.error(f"{too_big} MB would need more than this machine's {_cpus()} CPUs (1 per 1769 MB)")
-    runs = sweep(sizes, args.sessions, args.warm, args.build_dir)
+    try:
+        runs = sweep(sizes, args.sessions, args.warm, args.build_dir)
+    except BenchError as exc:
+        print(f"bench.memory_sweep: {exc}", file=sys.stderr)
+        return 1
     summary = {size: {name: summarize(rs, size, args.gb_second_usd, args.request_usd) for name, rs in by_fn.items()}
                for size, by_fn in runs.items()}
     meta = {"command": "python -m bench.memory_sweep " + " ".join(argv if argv is not None else sys.argv[1:]),

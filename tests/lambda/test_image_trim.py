@@ -4,9 +4,9 @@ must still serve. (tests/lambda/test_hostile.py decodes every accepted format th
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
+
+from support import run_in_runtime
 
 # Relative to the task root; each must match nothing after the Dockerfile's trim.
 TRIMMED = (
@@ -52,13 +52,8 @@ def test_trimmed_paths_are_gone_from_the_task_root(staged_project):
 
 
 def test_every_extension_module_left_loads_and_runs_the_model(staged_project):
-    root = staged_project.task_root
-    env = {**staged_project.image_env, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": root,
-           "LAMBDA_TASK_ROOT": root}
-    proc = subprocess.run([staged_project.runtime_python, "-c", LOAD_EVERYTHING_LEFT], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[0] == "ok" and int(proc.stdout.split()[1]) >= 4
+    out = run_in_runtime(staged_project, LOAD_EVERYTHING_LEFT, staged_project.image_env).split()
+    assert out[0] == "ok" and int(out[1]) >= 4
 
 
 def test_the_trimmed_function_still_serves(lambda_function, cat_jpeg):

@@ -10,26 +10,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
+from support import run_in_runtime
 
 COUNT_THREADS = "import os, numpy; print(len(os.listdir('/proc/self/task')))"
 
 
-def _run_in_runtime(staged_project, code: str, env: dict) -> str:
-    """``code`` run by the function's Python in its staged task root (as the RIE starts it)."""
-    root = staged_project.task_root
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": root, "LAMBDA_TASK_ROOT": root}
-    proc = subprocess.run([staged_project.runtime_python, "-c", code], cwd=root, env={**base, **env},
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
-
-
 def _threads_after_numpy(staged_project, env: dict) -> int:
-    return int(_run_in_runtime(staged_project, COUNT_THREADS, env))
+    return int(run_in_runtime(staged_project, COUNT_THREADS, env))
 
 
 def test_the_image_limits_openblas_to_one_thread(staged_project):
@@ -53,7 +43,7 @@ def test_gc_is_back_on_after_the_cold_start_with_init_frozen(staged_project):
     code = ("import gc; import classifier.handler as h; "
             "print(gc.isenabled(), gc.get_freeze_count(), callable(h.lambda_handler))")
     env = {**staged_project.image_env, "MODEL_PATH": f"{staged_project.task_root}/model/model.onnx"}
-    enabled, frozen, handler = _run_in_runtime(staged_project, code, env).split()
+    enabled, frozen, handler = run_in_runtime(staged_project, code, env).split()
     assert (enabled, handler) == ("True", "True")
     assert int(frozen) > 20_000  # numpy, onnxruntime, Pillow, Powertools and ours: out of later collections
 
@@ -62,7 +52,7 @@ def test_gc_is_back_on_when_the_cold_start_fails(staged_project):
     code = ("import gc\ntry:\n    import classifier.handler\nexcept Exception as exc:\n"
             "    print(type(exc).__name__, gc.isenabled())")
     env = {**staged_project.image_env, "MODEL_PATH": f"{staged_project.task_root}/model/missing.onnx"}
-    assert _run_in_runtime(staged_project, code, env).split()[-1] == "True"
+    assert run_in_runtime(staged_project, code, env).split()[-1] == "True"
 
 
 @pytest.mark.parametrize("setting, expected", [(None, "0"), ("1", "1")])
@@ -74,4 +64,4 @@ def test_the_cold_start_builds_the_session_with_the_spinning_setting(staged_proj
             "print(served.session.get_session_options().get_session_config_entry('session.intra_op.allow_spinning'))")
     env = {**staged_project.image_env, "MODEL_PATH": f"{staged_project.task_root}/model/model.onnx",
            **({"ORT_ALLOW_SPINNING": setting} if setting else {})}
-    assert _run_in_runtime(staged_project, code, env).splitlines()[-1] == expected
+    assert run_in_runtime(staged_project, code, env).splitlines()[-1] == expected
