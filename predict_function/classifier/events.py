@@ -58,16 +58,24 @@ def parse_event(event: Any, max_image_bytes: int) -> Request:
     return _from_api_body(event, kind, max_image_bytes)
 
 
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    """A field API Gateway always sends as an object (or null); anything else is a malformed event."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BadRequestError(f"malformed event: {what} must be an object")
+    return value
+
+
 def _route(event: Mapping[str, Any], kind: str) -> tuple[str, str]:
     if kind == HTTP:
-        http = event["requestContext"].get("http") or {}
+        http = _object(event["requestContext"].get("http"), "requestContext.http")
         return str(http.get("method", "")).upper(), str(event.get("rawPath") or http.get("path") or "")
     return str(event.get("httpMethod", "")).upper(), str(event.get("path") or event.get("resource") or "")
 
 
 def _header(event: Mapping[str, Any], name: str) -> str:
-    headers = event.get("headers") or {}
-    for key, value in headers.items():
+    for key, value in _object(event.get("headers"), "headers").items():
         if key.lower() == name:
             return str(value or "")
     return ""
@@ -77,6 +85,8 @@ def _from_api_body(event: Mapping[str, Any], kind: str, max_image_bytes: int) ->
     body = event.get("body")
     if body is None or body == "":
         raise BadRequestError('request body is empty: send JSON {"url": ...} or {"image": ...}, or an image')
+    if not isinstance(body, str):
+        raise BadRequestError("malformed event: body must be a string")
     content_type = _header(event, "content-type").split(";")[0].strip().lower()
     is_base64 = bool(event.get("isBase64Encoded"))
     if content_type.startswith(IMAGE_CONTENT_TYPES):
@@ -98,7 +108,7 @@ def _from_api_body(event: Mapping[str, Any], kind: str, max_image_bytes: int) ->
 
 
 def _query_top_k(event: Mapping[str, Any]) -> int | None:
-    params = event.get("queryStringParameters") or {}
+    params = _object(event.get("queryStringParameters"), "queryStringParameters")
     return _top_k(params.get("top_k")) if "top_k" in params else None
 
 

@@ -108,3 +108,25 @@ def test_deeply_nested_json_body_is_a_bad_request():
     event["body"] = "[" * 100_000
     with pytest.raises(BadRequestError):
         parse_event(event, LIMIT)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"headers": [["content-type", "application/json"]]},
+        {"headers": "content-type: application/json"},
+        {"queryStringParameters": ["top_k"], "body": json.dumps({"url": "https://x.test/a"})},
+        {"body": {"url": "https://x.test/a"}},
+        {"body": 123, "isBase64Encoded": True},
+        {"body": ["x"], "headers": {"content-type": "image/png"}},
+    ],
+)
+def test_malformed_rest_events_are_bad_requests(change):
+    # API Gateway never sends these; a direct invoke can. 400, not an internal error.
+    with pytest.raises(BadRequestError, match="malformed event"):
+        parse_event(load("rest-url.json") | change, LIMIT)
+
+
+def test_malformed_http_api_route_is_a_bad_request():
+    with pytest.raises(BadRequestError, match="requestContext.http"):
+        parse_event({"version": "2.0", "requestContext": {"http": "x"}, "body": "{}"}, LIMIT)
