@@ -46,6 +46,46 @@ def test_api_routes_and_binary_media_types():
     assert "image~1*" in api["BinaryMediaTypes"]
 
 
+def test_sam_local_takes_raw_uploads_of_every_accepted_format():
+    """`sam local start-api` matches BinaryMediaTypes exactly (image/* never matches image/jpeg):
+    each accepted format's own type must be listed for its raw body to arrive base64-encoded."""
+    from flask import Flask, request
+    from PIL import Image
+    from samcli.lib.providers.api_collector import ApiCollector
+    from samcli.local.apigw.event_constructor import construct_v1_event
+
+    from classifier.decode import ALLOWED_FORMATS
+
+    api = TEMPLATE["Resources"]["PredictApi"]["Properties"]
+    binary_types = [ApiCollector.normalize_binary_media_type(t) for t in api["BinaryMediaTypes"]]
+    app = Flask(__name__)
+    app.add_url_rule("/predict", endpoint="/predict", view_func=lambda: "", methods=["POST"])
+    for image_format in ALLOWED_FORMATS:
+        content_type = Image.MIME[image_format]
+        with app.test_request_context("/predict", method="POST", data=b"\xff\xd8\xff", headers={"Content-Type": content_type}):
+            event = construct_v1_event(request, 3000, binary_types, stage_name="Prod")
+        event = event.to_dict() if hasattr(event, "to_dict") else event
+        assert event["isBase64Encoded"], content_type
+
+
+def test_sam_local_resolves_the_templates_cors_switch():
+    """CORS is an Fn::If on a parameter: sam local only resolves it with language extensions,
+    which samconfig.toml turns on for `sam local invoke` and `sam local start-api`."""
+    from samcli.lib.providers.api_provider import ApiProvider
+    from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
+
+    config = tomllib.loads((REPO / "samconfig.toml").read_text())["default"]
+    for command in ("local_invoke", "local_start_api"):
+        assert config[command]["parameters"]["language_extensions"] is True
+    template = str(REPO / "template.yaml")
+    stacks, _ = SamLocalStackProvider.get_stacks(
+        template, parameter_overrides={"CorsAllowOrigin": "https://app.example.com"}, language_extensions_enabled=True
+    )
+    assert ApiProvider(stacks).api.cors.allow_origin == "https://app.example.com"
+    stacks, _ = SamLocalStackProvider.get_stacks(template, language_extensions_enabled=True)
+    assert ApiProvider(stacks).api.cors is None  # CORS off by default
+
+
 def test_environment_names_the_settings_the_code_reads():
     variables = FUNCTION["Properties"]["Environment"]["Variables"]
     known = {

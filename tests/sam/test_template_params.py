@@ -251,7 +251,10 @@ def test_gateway_errors_use_the_function_error_shape(default_stack):
     import json
 
     responses = rest_api_body(default_stack)["x-amazon-apigateway-gateway-responses"]
-    assert {"INVALID_API_KEY", "THROTTLED", "QUOTA_EXCEEDED", "REQUEST_TOO_LARGE", "INTEGRATION_TIMEOUT"} <= set(responses)
+    assert {"MISSING_AUTHENTICATION_TOKEN", "INVALID_API_KEY", "THROTTLED", "QUOTA_EXCEEDED", "REQUEST_TOO_LARGE",
+            "INTEGRATION_TIMEOUT", "DEFAULT_5XX"} <= set(responses)
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"  # no route: not a 403 auth error
+    assert responses["DEFAULT_5XX"]["statusCode"] == "502"
     for kind, response in responses.items():
         error = json.loads(response["responseTemplates"]["application/json"])["error"]
         assert set(error) == {"code", "message", "status"}
@@ -339,3 +342,14 @@ def test_model_variant_sets_model_path(variant, filename):
     assert path == f"/var/task/model/{filename}"
     # the Dockerfile copies predict_function/model/ to /var/task/model/: the file must be there
     assert (REPO / "predict_function" / "model" / filename).is_file()
+
+
+@pytest.mark.parametrize("stack", ["default_stack", "keyed_stack"])
+def test_one_stage_only(stack, request):
+    """Without OpenApiVersion SAM also deploys a stage named "Stage" (through the Deployment's
+    StageName): the same routes at a second URL, without the Prod stage's throttling."""
+    template = request.getfixturevalue(stack)
+    for deployment in resources_of(template, "AWS::ApiGateway::Deployment").values():
+        assert "StageName" not in deployment["Properties"]
+    (stage,) = resources_of(template, "AWS::ApiGateway::Stage").values()
+    assert stage["Properties"]["StageName"] == "Prod"
