@@ -37,6 +37,51 @@ PHOTOS = {
 CAT_CLASS_INDICES = range(281, 286)
 
 
+def tiny_model(path, card, output_dim: int = 1, input_shape=("batch", 8, 8, 3), final_op: str | None = None,
+               class_dim: str | None = None) -> str:
+    """An ONNX model carrying ``card``: mean(input) - 0.5, repeated ``output_dim`` times, then the
+    unary ``final_op`` if given (``"Sigmoid"``: a model that outputs probabilities; ``"Sqrt"``: NaN
+    for a dark image). ``class_dim`` names the output's last dimension: symbolic, known only per run."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from classifier.spec import METADATA_KEY
+
+    nodes = [
+        helper.make_node("ReduceMean", ["input", "axes"], ["mean"], keepdims=0),
+        helper.make_node("Sub", ["mean", "half"], ["centered"]),
+        helper.make_node("Unsqueeze", ["centered", "one"], ["column"]),
+        helper.make_node("Tile", ["column", "reps"], ["tiled" if final_op else "output"]),
+    ]
+    reps = helper.make_tensor("reps", TensorProto.INT64, [2], [1, output_dim])
+    if class_dim:  # reps = [1, batch / batch * output_dim]: unknown until run time
+        reps = helper.make_tensor("dim", TensorProto.INT64, [1], [output_dim])
+        nodes[-1:-1] = [
+            helper.make_node("Shape", ["input"], ["shape"], end=1),
+            helper.make_node("Div", ["shape", "shape"], ["ones"]),
+            helper.make_node("Mul", ["ones", "dim"], ["classes"]),
+            helper.make_node("Concat", ["one", "classes"], ["reps"], axis=0),
+        ]
+    if final_op:
+        nodes.append(helper.make_node(final_op, ["tiled"], ["output"]))
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", output_dim if class_dim is None else class_dim])],
+        initializer=[
+            helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
+            helper.make_tensor("half", TensorProto.FLOAT, [], [0.5]),
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+            reps,
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    helper.set_model_props(model, {METADATA_KEY: card.to_json()})
+    onnx.save(model, str(path))
+    return str(path)
+
+
 def run_in_runtime(staged_project, code: str, env: dict) -> str:
     """``code`` run by the function's Python in its staged task root (as the RIE starts it), with
     ``env`` on top of PATH, PYTHONPATH and LAMBDA_TASK_ROOT; its stdout, stripped. Fails the test

@@ -13,6 +13,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 # request would import them (~9 ms), and the first WebP/GIF/BMP/TIFF one every plugin Pillow has.
 from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
+from ._jpeg_scans import ScanLimitedReader
 from .errors import ClassifierError, CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
 from .spec import SOURCE_GRID_KEY, SourceGrid
 
@@ -47,9 +48,9 @@ def decode_image(
 
     The pixel count is checked from the header before any pixel is decoded, so a
     decompression bomb is refused cheaply; Pillow's own bomb guard stays on too.
-    ``draft_size(width, height)`` gives the smallest size the caller needs: a JPEG is
-    then decoded at the largest DCT reduction (1/2, 1/4, 1/8) that still covers it,
-    several times faster than a full decode of a phone photo, and ``image.info`` carries a
+    ``draft_size(width, height)`` gives the smallest size the caller needs, both sizes upright
+    (EXIF orientation applied, as returned): a JPEG is then decoded at the largest DCT reduction
+    (1/2, 1/4, 1/8) that still covers it, several times faster than a full decode of a phone photo, and ``image.info`` carries a
     ``spec.SourceGrid`` saying where the full-size image lies on the reduced pixels (so the
     center crop is taken where a full decode would take it).
     """
@@ -65,8 +66,11 @@ def decode_image(
             image.info.pop(SOURCE_GRID_KEY, None)  # only this function may set it
             full_size = image.size
             reduced = None
-            if draft_size is not None:
-                reduced = image.draft(image.mode, draft_size(*full_size))  # only JPEG decoders act on it
+            if isinstance(image, JpegImagePlugin.JpegImageFile):  # (MPO too)
+                if image.info.get("progressive"):  # load() reads through it: no scan bomb
+                    image.fp = ScanLimitedReader(image.fp)
+                if draft_size is not None:
+                    reduced = image.draft(image.mode, _stored_draft_size(image, draft_size))
             image.load()  # first frame only; reads the whole frame so truncation shows here
             grid = _source_grid(image, full_size, reduced)  # before the orientation is consumed
             ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
@@ -96,6 +100,25 @@ def _check_pixels(image: Image.Image, max_pixels: int) -> None:
         )
 
 
+def _orientation_axes(image: Image.Image) -> tuple[bool, bool, bool]:
+    """(swaps the axes, reverses x, reverses y): what exif_transpose will do to ``image``."""
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)  # what exif_transpose reads
+    return _ORIENTATION_AXES.get(orientation, (False, False, False))
+
+
+def _stored_draft_size(image: Image.Image, draft_size: Callable[[int, int], tuple[int, int]]) -> tuple[int, int]:
+    """``draft_size`` asked about the upright image, answered for the stored one that draft() reduces.
+
+    (Without the swap, a non-square model input without a crop sizes the wrong axis for EXIF
+    orientations 5-8 and the reduced decode loses its headroom.)
+    """
+    width, height = image.size
+    if not _orientation_axes(image)[0]:
+        return draft_size(width, height)
+    upright_width, upright_height = draft_size(height, width)
+    return upright_height, upright_width
+
+
 def _source_grid(image: Image.Image, full_size: tuple[int, int], reduced: object) -> SourceGrid | None:
     """Where the full-size upright image lies on a reduced decode, once EXIF-transposed."""
     if not reduced or image.size == full_size:
@@ -105,8 +128,7 @@ def _source_grid(image: Image.Image, full_size: tuple[int, int], reduced: object
     # The decoded size is rounded up: the last column/row may cover less than ``scale`` pixels.
     pad_x = image.width - full_size[0] / scale
     pad_y = image.height - full_size[1] / scale
-    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)  # what exif_transpose reads
-    swap, reverse_x, reverse_y = _ORIENTATION_AXES.get(orientation, (False, False, False))
+    swap, reverse_x, reverse_y = _orientation_axes(image)
     width, height = full_size[::-1] if swap else full_size
     pad_x, pad_y = (pad_y, pad_x) if swap else (pad_x, pad_y)
     return SourceGrid(
@@ -120,22 +142,54 @@ def _source_grid(image: Image.Image, full_size: tuple[int, int], reduced: object
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB: alpha composited on white, 16-bit scaled, palettes expanded."""
+    """Any Pillow mode -> RGB: transparency composited on white, 16-bit and float scaled, palettes
+    expanded. Transparency is an alpha channel, or a colour key (``info["transparency"]``: a
+    palette entry, or a PNG tRNS colour on RGB, L, 1 and 16-bit gray)."""
     mode = image.mode
-    if mode == "RGB":
+    keyed = "transparency" in image.info  # a dict lookup: the common RGB JPEG returns at once
+    if mode == "RGB" and not keyed:
         return image
-    if mode in _SIXTEEN_BIT_MODES:
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if array.max(initial=0) > 255 or mode != "I" else 255.0
-        gray = np.clip(array * (255.0 / peak), 0, 255).round().astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
-    if mode == "F":
-        gray = np.clip(np.asarray(image, dtype=np.float64), 0, 255).round().astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
-    if mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
+    if mode in _SIXTEEN_BIT_MODES or mode == "F":
+        return _gray_to_rgb(image)
+    if keyed and mode in ("P", "RGB", "L", "1"):
+        image = image.convert("RGBA")  # the key colour becomes alpha 0
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        # Pasting through the alpha channel onto white gives alpha_composite's exact bytes with
+        # one full-size copy instead of four (~9 instead of ~20 bytes per pixel at the peak).
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def _gray_to_rgb(image: Image.Image) -> Image.Image:
+    """16/32-bit integer or float gray -> 8-bit RGB, scaled by the range the values are in:
+
+    * ``I;16*``: 0..65535;
+    * ``I`` (32-bit signed; 16-bit gray some decoders give as I): the smallest of 0..255,
+      0..65535 and 0..2**31-1 that holds the image's maximum, so 8- and 16-bit data stored as I
+      keep their brightness (a 16-bit image darker than 256 everywhere is read as 8-bit);
+    * ``F``: 0..1 when every value is in it (unit-range float), otherwise 0..255;
+
+    negative values become black. A colour key (PNG tRNS on 16-bit gray) becomes white.
+    """
+    # One float32 copy scaled in place (exact for 16-bit values; 4 bytes per pixel): a 50 MP
+    # image must not cost several float64 temporaries (~1.3 GB measured before).
+    array = np.array(image, dtype=np.float32)  # always a copy (F would be a read-only view)
+    key = image.info.get("transparency")
+    keyed = array == key if isinstance(key, int) and image.mode != "F" else None
+    if image.mode == "F":
+        np.nan_to_num(array, copy=False, nan=0.0)
+        peak = 1.0 if array.min(initial=0.0) >= 0.0 and array.max(initial=0.0) <= 1.0 else 255.0
+    elif image.mode != "I":
+        peak = 65535.0
+    else:
+        top = array.max(initial=0)
+        peak = 255.0 if top <= 255 else 65535.0 if top <= 65535 else float(2**31 - 1)
+    array *= np.float32(255.0 / peak)
+    np.clip(array, 0, 255, out=array)
+    gray = np.rint(array, out=array).astype(np.uint8)
+    if keyed is not None:
+        gray[keyed] = 255
+    return Image.fromarray(gray).convert("RGB")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -12,9 +14,21 @@ import onnxruntime as ort
 
 from .spec import ModelCard, activate
 
+log = logging.getLogger(__name__)
+
+# Activations under which one output is a probability (or becomes one): the seed's binary contract.
+BINARY_ACTIVATIONS = ("sigmoid", "none")
+
 
 class ModelLoadError(RuntimeError):
     """The model file is missing, unreadable, or disagrees with its own card."""
+
+
+class ModelOutputError(RuntimeError):
+    """The model's scores cannot be served: not finite, or not as many as the card has labels.
+
+    Not a ``ClassifierError``: the handler answers it as a generic 500 and logs it in full.
+    """
 
 
 @dataclass(frozen=True)
@@ -48,9 +62,13 @@ class Classifier:
         self.card = card
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
-        # A single sigmoid output: the seed's contract also returns ``prediction``.
-        self.is_binary = card.activation == "sigmoid" and session.get_outputs()[0].shape[-1] == 1
+        self.classes = _class_count(session.get_outputs()[0].shape)  # None: symbolic, known per run
+        # A single probability (a sigmoid, applied here or in the graph): the seed's contract
+        # also returns ``prediction``.
+        self.is_binary = self.classes == 1 and card.activation in BINARY_ACTIVATIONS
         self._check_card()
+        if not card.labels:
+            log.warning("the model card has no labels: predictions are named class_<index>")
 
     @classmethod
     def load(cls, path: str, intra_op_threads: int = 0, allow_spinning: bool = False) -> "Classifier":
@@ -81,27 +99,56 @@ class Classifier:
         static = [(got, want) for got, want in zip(shape[1:], expected) if isinstance(got, int)]
         if len(shape) != 4 or any(got != want for got, want in static):
             raise ModelLoadError(f"model input shape {shape} does not match the card's {pre.layout} {expected}")
-        outputs = self.session.get_outputs()[0].shape
-        classes = outputs[-1] if outputs and isinstance(outputs[-1], int) else None
-        if self.card.labels and classes is not None and classes not in (len(self.card.labels), 1):
-            raise ModelLoadError(f"model has {classes} outputs but the card has {len(self.card.labels)} labels")
+        self._check_outputs()
+
+    def _check_outputs(self) -> None:
+        """The label count and activation against a static class count. A symbolic one is
+        checked on each run's scores instead (:meth:`scores`): finding it here would take an
+        inference at init."""
+        labels, activation = len(self.card.labels), self.card.activation
+        if self.classes == 1:
+            if activation not in BINARY_ACTIVATIONS:
+                raise ModelLoadError(f"model has 1 output: activation {activation} would always score 1.0; "
+                                     f"use one of {BINARY_ACTIVATIONS}")
+            if labels > 2:
+                raise ModelLoadError(f"model has 1 output (one probability) but the card has {labels} labels; "
+                                     "give 0, 1 (the positive class) or 2 (negative, positive)")
+        elif labels and self.classes is not None and self.classes != labels:
+            raise ModelLoadError(f"model has {self.classes} outputs but the card has {labels} labels")
 
     def scores(self, tensor: np.ndarray) -> np.ndarray:
         """Scores for one preprocessed image (a batch of one).
 
-        A single sigmoid output with two labels is read as P(labels[1]), so both
+        A single probability with two labels is read as P(labels[1]), so both
         classes get a score; otherwise scores line up with the model's outputs.
+        Raises :class:`ModelOutputError` for scores that cannot be served.
         """
         raw = self.session.run([self.output_name], {self.input_name: tensor})[0]
         scores = activate(raw[0], self.card.activation)
         if self.is_binary and len(self.card.labels) == 2:
-            return np.array([1.0 - scores[0], scores[0]])
+            scores = np.array([1.0 - scores[0], scores[0]])
+        self._check_scores(scores)
         return scores
 
+    def _check_scores(self, scores: np.ndarray) -> None:
+        labels = len(self.card.labels)
+        if labels and len(scores) != labels:  # only a symbolic class count gets this far
+            raise ModelOutputError(f"model returned {len(scores)} scores but the card has {labels} labels")
+        if not np.isfinite(scores).all():  # NaN is not JSON: a 500, not a 200 no client can parse
+            raise ModelOutputError(f"model returned non-finite scores ({np.count_nonzero(~np.isfinite(scores))} "
+                                   f"of {len(scores)})")
+
     def top_k(self, scores: np.ndarray, k: int) -> list[Prediction]:
-        labels = self.card.labels if len(self.card.labels) == len(scores) else [f"class_{i}" for i in range(len(scores))]
+        labels = self.card.labels or [f"class_{i}" for i in range(len(scores))]
         order = np.argsort(-scores, kind="stable")[: max(1, k)]
         return [Prediction(labels[i], float(scores[i])) for i in order]
+
+
+def _class_count(shape: list) -> int | None:
+    """Scores per example: the product of the output's dimensions after the batch (``activate``
+    flattens them: [N, 1000, 1, 1] is 1000 classes), or None when one of them is symbolic."""
+    dims = shape[1:]
+    return math.prod(dims) if all(isinstance(d, int) for d in dims) else None
 
 
 class Loading:

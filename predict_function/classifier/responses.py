@@ -53,6 +53,7 @@ def respond(kind: str, status: int, body: dict[str, Any], cors_origin: str = "")
     return {
         "statusCode": status,
         "headers": headers,
-        "body": json.dumps(body, separators=(",", ":")),
+        # NaN/inf are not JSON: raise (the handler then answers 500) rather than send a body no client parses.
+        "body": json.dumps(body, separators=(",", ":"), allow_nan=False),
         "isBase64Encoded": False,
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -62,23 +63,49 @@ class Preprocessing:
     channel_order: str = "RGB"
 
     def __post_init__(self) -> None:
-        if self.height < 1 or self.width < 1:
-            raise SpecError(f"input size must be positive, got {self.height}x{self.width}")
+        if not (_is_int(self.height) and _is_int(self.width)) or self.height < 1 or self.width < 1:
+            raise SpecError(f"input size must be positive integers, got {self.height!r}x{self.width!r}")
         if self.resize not in RESAMPLE:
             raise SpecError(f"resize must be one of {sorted(RESAMPLE)}, got {self.resize!r}")
-        if self.crop_fraction is not None and not 0.0 < self.crop_fraction <= 1.0:
-            raise SpecError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        if self.crop_fraction is not None and not (_is_real(self.crop_fraction) and 0.0 < self.crop_fraction <= 1.0):
+            raise SpecError(f"crop_fraction must be a number in (0, 1] or null, got {self.crop_fraction!r}")
         if self.layout not in LAYOUTS:
             raise SpecError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.channel_order not in CHANNEL_ORDERS:
             raise SpecError(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise SpecError("mean and std need exactly three values (one per channel)")
+        if not _is_finite(self.scale):
+            raise SpecError(f"scale must be a finite number, got {_preview(self.scale)}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not isinstance(values, (list, tuple)) or len(values) != 3 or not all(map(_is_finite, values)):
+                raise SpecError(f"{name} needs exactly three finite numbers (one per channel), got {_preview(values)}")
         if any(s == 0 for s in self.std):
             raise SpecError("std values must be non-zero")
-        # Stored as tuples so the dataclass stays hashable and immutable.
+        # Plain Python numbers, and tuples so the dataclass stays hashable and immutable.
+        object.__setattr__(self, "height", int(self.height))
+        object.__setattr__(self, "width", int(self.width))
+        object.__setattr__(self, "scale", float(self.scale))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+
+def _preview(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: object) -> bool:
+    """An integer, not a bool, nor a float that happens to be whole (8.0 would reach Pillow's resize)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_finite(value: object) -> bool:
+    """A real number other than NaN and +-inf: a null or NaN here would turn every score into NaN."""
+    return _is_real(value) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 # Presets for the common training recipes. Values are (scale, mean, std).
@@ -110,7 +137,10 @@ class ModelCard:
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
+        # A string is iterable too: "abc" would silently become three labels.
+        if not isinstance(self.labels, (list, tuple)) or not all(isinstance(label, str) for label in self.labels):
+            raise SpecError(f"labels must be a list of strings, got {_preview(self.labels)}")
+        object.__setattr__(self, "labels", tuple(self.labels))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
@@ -131,14 +161,14 @@ class ModelCard:
         if version != SCHEMA_VERSION:
             raise SpecError(f"unsupported model card schema_version {version!r} (this code reads {SCHEMA_VERSION})")
         try:
-            pre = dict(data["preprocessing"])
-            pre["mean"] = tuple(pre.get("mean", (0.0, 0.0, 0.0)))
-            pre["std"] = tuple(pre.get("std", (1.0, 1.0, 1.0)))
+            pre = data["preprocessing"]
+            if not isinstance(pre, Mapping):
+                raise SpecError(f"preprocessing must be a JSON object, got {_preview(pre)}")
             return cls(
                 name=str(data["name"]),
                 version=str(data["version"]),
                 preprocessing=Preprocessing(**pre),
-                labels=tuple(data.get("labels", ())),
+                labels=data.get("labels", ()),
                 activation=data.get("activation", "softmax"),
                 schema_version=version,
             )

@@ -27,7 +27,8 @@ from classifier.events import DIRECT, HTTP, REST, event_kind
 from classifier.fetch import FetchPolicy, fetch_url
 from classifier.model import Classifier
 from classifier.settings import Settings
-from support import DEFAULT_MODEL, EVENTS, REPO
+from classifier.spec import ModelCard, Preprocessing
+from support import DEFAULT_MODEL, EVENTS, REPO, tiny_model
 from expectations import EXPECTED
 
 SPEC_PATH = REPO / "docs" / "openapi.yaml"
@@ -321,3 +322,15 @@ def test_request_fixtures_match_the_documented_request_body():
         if path.name in schema_violations:
             assert not valid, f"{path.name} is refused by the function but allowed by the spec"
     assert checked >= 8
+
+
+def test_a_label_less_binary_model_matches_the_spec(tmp_path, cat_jpeg):
+    # model_export allows a model without labels (it warns): GET /model then says "labels": 0.
+    card = ModelCard(name="tiny", version="0", preprocessing=Preprocessing(height=8, width=8), activation="sigmoid")
+    classifier = Classifier.load(tiny_model(tmp_path / "m.onnx", card))
+    handle = make_handler(Settings.from_env({}), classifier, lambda u, d: b"")
+    event = json.loads((EVENTS / "rest-model.json").read_text())
+    assert check_against_spec(event, handle(event, Context()))[1]["labels"] == 0
+    event = {"image": base64.b64encode(cat_jpeg).decode()}
+    status, body = check_against_spec(event, handle(event, Context()))
+    assert status == 200 and body["predictions"][0]["label"] == "class_0" and "prediction" in body

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
+from PIL import Image
 
 from classifier.app import make_handler
 from classifier.errors import UpstreamError
-from classifier.model import Classifier, ModelLoadError
+from classifier.events import HTTP
+from classifier.model import Classifier, ModelLoadError, ModelOutputError, _class_count
+from classifier.responses import respond
 from classifier.settings import Settings
-from classifier.spec import METADATA_KEY, ModelCard, Preprocessing
-from support import DEFAULT_MODEL, EVENTS
+from classifier.spec import ModelCard, Preprocessing
+from support import DEFAULT_MODEL, EVENTS, tiny_model
 from expectations import CAT_EVENTS, EXPECTED, check_event_response
 
 PUBLIC_CAT_URL = "https://upload.wikimedia.org/wikipedia/commons/3/3a/Cat03.jpg"
@@ -99,52 +101,43 @@ def test_unexpected_error_is_a_generic_500_and_the_next_request_works(classifier
     assert "predictions" in ok and calls == ["https://example.test/a.jpg"]
 
 
-def tiny_model(path, card: ModelCard, output_dim: int = 1, input_shape=("batch", 8, 8, 3)):
-    """mean(input) - 0.5, repeated output_dim times: a real ONNX graph with known outputs."""
-    nodes = [
-        helper.make_node("ReduceMean", ["input", "axes"], ["mean"], keepdims=0),
-        helper.make_node("Sub", ["mean", "half"], ["centered"]),
-        helper.make_node("Unsqueeze", ["centered", "one"], ["column"]),
-        helper.make_node("Tile", ["column", "reps"], ["output"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(input_shape))],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", output_dim])],
-        initializer=[
-            helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
-            helper.make_tensor("half", TensorProto.FLOAT, [], [0.5]),
-            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
-            helper.make_tensor("reps", TensorProto.INT64, [2], [1, output_dim]),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    helper.set_model_props(model, {METADATA_KEY: card.to_json()})
-    onnx.save(model, str(path))
-    return str(path)
-
-
-def binary_card(labels=("cat", "dog")) -> ModelCard:
+def binary_card(labels=("cat", "dog"), activation="sigmoid") -> ModelCard:
     pre = Preprocessing(height=8, width=8, scale=1 / 255, layout="NHWC")
-    return ModelCard(name="tiny", version="0", preprocessing=pre, labels=labels, activation="sigmoid")
+    return ModelCard(name="tiny", version="0", preprocessing=pre, labels=labels, activation=activation)
+
+
+def image_event(colour) -> dict:
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 20), colour).save(buffer, format="PNG")
+    return {"image": base64.b64encode(buffer.getvalue()).decode()}
+
+
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
 
 def test_single_sigmoid_output_keeps_the_seed_prediction_field(tmp_path):
-    from PIL import Image
-    import io
-
     classifier = Classifier.load(tiny_model(tmp_path / "m.onnx", binary_card()))
     handle = make_handler(Settings.from_env({}), classifier, lambda u, d: b"")
-    buffer = io.BytesIO()
-    Image.new("RGB", (20, 20), (255, 255, 255)).save(buffer, format="PNG")
-    body = handle({"image": base64.b64encode(buffer.getvalue()).decode()}, Context())
+    body = handle(image_event(WHITE), Context())
     expected = 1 / (1 + np.exp(-0.5))  # white image: mean 1.0 - 0.5
     assert body["prediction"] == pytest.approx(expected, abs=1e-6)
     assert body["predictions"] == [
         {"label": "dog", "score": pytest.approx(expected, abs=1e-6)},
         {"label": "cat", "score": pytest.approx(1 - expected, abs=1e-6)},
     ]
+
+
+@pytest.mark.parametrize("activation, final_op", [("sigmoid", None), ("none", "Sigmoid")])
+@pytest.mark.parametrize("labels", [(), ("dog",), ("cat", "dog")])
+def test_every_single_probability_model_keeps_the_seed_prediction_field(tmp_path, activation, final_op, labels):
+    # activation none: the graph ends in a sigmoid (what model_export writes for the seed's model).
+    path = tiny_model(tmp_path / "m.onnx", binary_card(labels, activation), final_op=final_op)
+    handle = make_handler(Settings.from_env({}), Classifier.load(path), lambda u, d: b"")
+    body = handle(image_event(WHITE), Context())
+    p = 1 / (1 + np.exp(-0.5))
+    assert body["prediction"] == pytest.approx(p, abs=1e-6)
+    expected = {(): [("class_0", p)], ("dog",): [("dog", p)], ("cat", "dog"): [("dog", p), ("cat", 1 - p)]}[labels]
+    assert [(x["label"], x["score"]) for x in body["predictions"]] == [(n, pytest.approx(v, abs=1e-6)) for n, v in expected]
 
 
 def test_a_card_that_does_not_fit_the_graph_fails_the_cold_start(tmp_path):
@@ -156,3 +149,55 @@ def test_a_card_that_does_not_fit_the_graph_fails_the_cold_start(tmp_path):
         Classifier.load(tiny_model(tmp_path / "b.onnx", wrong_labels, output_dim=4))
     with pytest.raises(ModelLoadError, match="not found"):
         Classifier.load(str(tmp_path / "missing.onnx"))
+
+
+@pytest.mark.parametrize(
+    "activation, labels, message",
+    [
+        ("sigmoid", ("a", "b", "c"), "1 output .* 3 labels"),
+        ("none", tuple(f"l{i}" for i in range(1000)), "1 output .* 1000 labels"),
+        ("softmax", ("cat",), "always score 1.0"),
+        ("softmax", (), "always score 1.0"),
+    ],
+)
+def test_a_single_output_card_that_cannot_fit_fails_the_cold_start(tmp_path, activation, labels, message):
+    with pytest.raises(ModelLoadError, match=message):
+        Classifier.load(tiny_model(tmp_path / "m.onnx", binary_card(labels, activation)))
+
+
+def test_the_class_count_is_what_the_scores_are_flattened_to():
+    assert _class_count(["batch", 1000]) == 1000
+    assert _class_count(["batch", 1000, 1, 1]) == 1000  # a conv head: not one sigmoid output
+    assert _class_count(["batch", 1]) == 1 and _class_count(["batch", 1, 1]) == 1
+    assert _class_count(["batch", "classes"]) is None and _class_count(["batch", 1000, "h"]) is None
+
+
+def test_a_symbolic_class_count_is_checked_on_every_run(tmp_path):
+    card = binary_card(labels=("a", "b"), activation="softmax")
+    classifier = Classifier.load(tiny_model(tmp_path / "m.onnx", card, output_dim=3, class_dim="classes"))
+    tensor = np.zeros((1, 8, 8, 3), np.float32)
+    with pytest.raises(ModelOutputError, match="3 scores but the card has 2 labels"):
+        classifier.scores(tensor)
+    response = make_handler(Settings.from_env({}), classifier, lambda u, d: b"")(image_event(WHITE), Context())
+    assert response["error"]["code"] == "internal_error"  # not three predictions named class_<i>
+    fits = binary_card(labels=("a", "b", "c"), activation="softmax")
+    classifier = Classifier.load(tiny_model(tmp_path / "n.onnx", fits, output_dim=3, class_dim="classes"))
+    assert [p.label for p in classifier.top_k(classifier.scores(tensor), 5)] == ["a", "b", "c"]
+
+
+def test_non_finite_scores_are_a_500_never_an_invalid_json_200(tmp_path):
+    card = binary_card(labels=("a", "b", "c"), activation="none")
+    path = tiny_model(tmp_path / "m.onnx", card, output_dim=3, final_op="Sqrt")  # sqrt(0 - 0.5) on black
+    handle = make_handler(Settings.from_env({}), Classifier.load(path), lambda u, d: b"")
+    event = json.loads((EVENTS / "rest-binary.json").read_text())
+    black = base64.b64decode(image_event(BLACK)["image"])
+    response = handle(dict(event, body=base64.b64encode(black).decode()), Context())
+    body = json.loads(response["body"], parse_constant=lambda name: pytest.fail(f"{name} in the body"))
+    assert response["statusCode"] == 500 and body["error"]["code"] == "internal_error"
+    assert handle(image_event(BLACK), Context())["error"]["status"] == 500  # direct invocation
+    assert "predictions" in handle(image_event(WHITE), Context())  # sqrt(0.5): fine
+
+
+def test_responses_refuse_nan_rather_than_write_invalid_json():
+    with pytest.raises(ValueError):
+        respond(HTTP, 200, {"score": float("nan")})

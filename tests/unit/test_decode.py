@@ -1,3 +1,4 @@
+import functools
 import io
 
 import numpy as np
@@ -6,6 +7,7 @@ from PIL import Image
 
 from classifier.decode import decode_image, to_rgb
 from classifier.errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
+from classifier.spec import DRAFT_HEADROOM, Preprocessing, draft_size
 
 MAX = 50_000_000
 
@@ -47,6 +49,44 @@ def test_sixteen_bit_is_scaled_not_clipped():
 def test_transparency_is_composited_on_white():
     image = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     assert np.asarray(decode_image(encode(image, "PNG"), MAX))[0, 0].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize(
+    "image, key, other, other_rgb",
+    [
+        (Image.new("RGB", (4, 4), (0, 0, 0)), (0, 0, 0), (0, 0, 200), [0, 0, 200]),
+        (Image.new("L", (4, 4), 0), 0, 255, [255] * 3),
+        (Image.new("1", (4, 4), 0), 0, 1, [255] * 3),
+        (Image.fromarray(np.full((4, 4), 1000, np.uint16)), 1000, 40000, [156] * 3),  # 16-bit gray: I;16
+    ],
+    ids=["RGB", "L", "1", "I;16"],
+)
+def test_colour_key_transparency_is_composited_on_white(image, key, other, other_rgb):
+    # PNG tRNS on a non-palette image: the key colour is transparent, like alpha 0 in RGBA.
+    image = image.copy()
+    image.putpixel((3, 3), other)
+    pixels = np.asarray(decode_image(encode(image, "PNG", transparency=key), MAX))
+    assert pixels[0, 0].tolist() == [255, 255, 255] and pixels[3, 3].tolist() == other_rgb
+    opaque = np.asarray(decode_image(encode(image, "PNG"), MAX))  # the same image without tRNS keeps its colour
+    assert opaque[0, 0].tolist() in ([0, 0, 0], [4, 4, 4])  # I;16: 1000 / 65535 * 255
+
+
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (np.full((4, 4), 0.5, np.float32), 128),  # unit-range float
+        (np.full((4, 4), 200.0, np.float32), 200),  # 0..255 float
+        (np.full((4, 4), 200, np.int32), 200),  # I holding 8-bit values
+        (np.full((4, 4), 40000, np.int32), 156),  # I holding 16-bit values
+        (np.full((4, 4), 2**30, np.int32), 128),  # I using its 31 bits
+        (np.full((4, 4), -5, np.int32), 0),
+    ],
+)
+def test_float_and_32_bit_gray_are_scaled_by_the_range_their_values_are_in(array, expected):
+    image = Image.fromarray(array)
+    assert image.mode in ("F", "I")
+    assert np.asarray(to_rgb(image))[0, 0].tolist() == [expected] * 3
+    assert np.asarray(decode_image(encode(image, "TIFF"), MAX))[0, 0].tolist() == [expected] * 3
 
 
 def test_exif_orientation_is_applied():
@@ -96,3 +136,18 @@ def test_jpeg_is_decoded_at_reduced_size_when_a_draft_size_is_given():
     assert drafted.size == (1000, 750) and drafted.mode == "RGB"  # 1/4: the largest reduction covering it
     png = encode(big.resize((800, 600)), "PNG")
     assert decode_image(png, MAX, draft_size=lambda w, h: (100, 75)).size == (800, 600)  # PNG has no draft
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8, 5])
+def test_the_reduced_decode_keeps_its_headroom_on_the_upright_image(orientation):
+    # A non-square model input without a crop: draft_size is not symmetric in width and height,
+    # so it must be asked about the upright size, not the stored one (rotated for 5-8).
+    spec = Preprocessing(height=100, width=200)
+    upright = Image.linear_gradient("L").resize((1200, 1600)).convert("RGB")  # a portrait photo
+    stored = upright.transpose(Image.Transpose.TRANSPOSE) if orientation in (5, 6, 7, 8) else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    decoded = decode_image(encode(stored, "JPEG", exif=exif), MAX, draft_size=functools.partial(draft_size, spec))
+    assert decoded.size[0] < decoded.size[1]  # upright
+    assert decoded.width >= DRAFT_HEADROOM * spec.width and decoded.height >= DRAFT_HEADROOM * spec.height
+    assert decoded.size == (600, 800)  # 1/2: 1/4 (300x400) would leave 1.5x the model's width

@@ -54,6 +54,52 @@ def test_invalid_preprocessing_is_refused(bad):
         Preprocessing(**{"height": 8, "width": 8, **bad})
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"height": 8.0},  # whole, but a float would reach Pillow's resize on every request
+        {"width": "8"},
+        {"height": True},
+        {"scale": None},  # np.float32(None) is NaN: NaN scores
+        {"scale": float("nan")},
+        {"scale": float("inf")},
+        {"scale": "0.5"},
+        {"mean": "127"},  # a string is three characters, not three means
+        {"std": "111"},
+        {"mean": (0.0, None, 0.0)},
+        {"std": [1.0, float("inf"), 1.0]},
+        {"mean": {"r": 0, "g": 0, "b": 0}},
+        {"crop_fraction": "0.875"},
+        {"crop_fraction": float("nan")},
+    ],
+)
+def test_preprocessing_values_of_the_wrong_type_are_refused(bad):
+    with pytest.raises(SpecError):
+        Preprocessing(**{"height": 8, "width": 8, **bad})
+    data = json.loads(card().to_json())
+    data["preprocessing"].update(bad)
+    with pytest.raises(SpecError):  # as read from a model's metadata
+        ModelCard.from_json(json.dumps(data))
+
+
+@pytest.mark.parametrize("labels", ["abc", ["a", 1], [None], {"a": 1}])
+def test_labels_must_be_a_list_of_strings(labels):
+    data = json.loads(card().to_json())
+    data["labels"] = labels
+    with pytest.raises(SpecError, match="labels"):
+        ModelCard.from_dict(data)
+    with pytest.raises(SpecError, match="labels"):
+        ModelCard(name="m", version="1", preprocessing=Preprocessing(height=8, width=8), labels=labels)
+
+
+def test_card_values_become_plain_python_types():
+    pre = Preprocessing(height=np.int64(8), width=8, scale=np.float32(0.5), mean=[1, 2, 3], std=(1, 1, 2))
+    assert type(pre.height) is int and type(pre.scale) is float
+    assert pre.mean == (1.0, 2.0, 3.0) and all(type(v) is float for v in pre.mean + pre.std)
+    assert ModelCard.from_json(card(mean=[1, 2, 3]).to_json()).preprocessing.mean == (1.0, 2.0, 3.0)
+    assert ModelCard(name="m", version="1", preprocessing=pre, labels=["a", "b"]).labels == ("a", "b")
+
+
 def test_unknown_schema_version_and_missing_card_are_refused():
     data = json.loads(card().to_json())
     data["schema_version"] = 99

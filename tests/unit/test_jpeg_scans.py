@@ -1,0 +1,119 @@
+"""The JPEG scan limit: a progressive JPEG that repeats a scan is refused before it burns CPU."""
+
+import io
+import struct
+
+import pytest
+from PIL import Image
+
+from classifier._jpeg_scans import MAX_JPEG_SCANS, ScanLimitedReader
+from classifier.decode import decode_image
+from classifier.errors import PayloadTooLargeError
+
+MAX_PIXELS = 50_000_000
+
+
+def progressive_jpeg(size=(64, 48), mode="RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, (200, 30, 90) if mode == "RGB" else 120).save(out, "JPEG", progressive=True, quality=90)
+    return out.getvalue()
+
+
+def segments(data: bytes):
+    """(marker, bytes) for each segment after SOI; a scan's bytes include its entropy-coded data."""
+    i = 2
+    while i < len(data):
+        marker = data[i + 1]
+        if marker == 0xD9:
+            yield marker, data[i:i + 2]
+            return
+        end = i + 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+        if marker == 0xDA:
+            while True:  # entropy-coded data runs to the next marker that is not FF00 or a restart
+                end = data.index(b"\xff", end)
+                if data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                    end += 2
+                    continue
+                break
+        yield marker, data[i:end]
+        i = end
+
+
+def repeat_last_scan(data: bytes, times: int) -> bytes:
+    """The same JPEG with its last scan repeated: libjpeg decodes every repeat (it only warns)."""
+    parts = list(segments(data))
+    last = max(i for i, (marker, _) in enumerate(parts) if marker == 0xDA)
+    body = [chunk * (times + 1) if i == last else chunk for i, (_, chunk) in enumerate(parts)]
+    return data[:2] + b"".join(body)
+
+
+def count_scans(data: bytes) -> int:
+    return sum(marker == 0xDA for marker, _ in segments(data))
+
+
+def test_normal_progressive_jpegs_decode():
+    for mode in ("RGB", "L"):
+        data = progressive_jpeg(mode=mode)
+        assert 1 < count_scans(data) <= 10
+        assert decode_image(data, MAX_PIXELS).size == (64, 48)
+
+
+def test_a_few_repeated_scans_still_decode():
+    data = repeat_last_scan(progressive_jpeg(), 20)
+    assert count_scans(data) < MAX_JPEG_SCANS
+    assert decode_image(data, MAX_PIXELS).size == (64, 48)
+
+
+def test_a_jpeg_over_the_scan_limit_is_refused():
+    data = repeat_last_scan(progressive_jpeg(), MAX_JPEG_SCANS)
+    assert count_scans(data) > MAX_JPEG_SCANS
+    with pytest.raises(PayloadTooLargeError, match="scans"):
+        decode_image(data, MAX_PIXELS)
+
+
+def test_the_decoder_stops_reading_at_the_limit():
+    data = repeat_last_scan(progressive_jpeg(size=(16, 16), mode="L"), 50_000)
+
+    class Counting(io.BytesIO):
+        furthest = 0
+
+        def read(self, size=-1):
+            chunk = super().read(size)
+            Counting.furthest = max(Counting.furthest, self.tell())
+            return chunk
+
+    with pytest.raises(PayloadTooLargeError):
+        decode_image(Counting(data), MAX_PIXELS)
+    assert Counting.furthest < len(data) // 4  # refused within the first 64 KiB block, not after all of them
+
+
+def test_a_marker_split_between_two_reads_is_counted():
+    raw = io.BytesIO(b"\x00\xff" + b"\xda\x00" * 2)
+    reader = ScanLimitedReader(raw, limit=5)
+    assert reader.read(2) == b"\x00\xff" and reader.scans == 0
+    reader.read(1)
+    assert reader.scans == 1
+    reader.seek(0)  # a seek forgets the pending FF
+    reader.read(2)
+    reader.seek(2)
+    assert reader.read() and reader.scans == 1
+
+
+def test_baseline_jpegs_are_far_below_the_limit():
+    out = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(out, "JPEG")
+    reader = ScanLimitedReader(io.BytesIO(out.getvalue()))
+    while reader.read(7):
+        pass
+    assert reader.scans == 1
+
+
+def test_markers_are_counted_like_bytes_count():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        data = bytes(rng.choice((0xFF, 0xDA, 0x00, rng.randrange(256))) for _ in range(rng.randrange(1, 300)))
+        reader = ScanLimitedReader(io.BytesIO(data), limit=10**9)
+        reader.read()
+        assert reader.scans == data.count(b"\xff\xda")
