@@ -86,3 +86,37 @@ def png_rgb16(image: Image.Image) -> bytes:
     array = np.asarray(image.convert("RGB"), np.uint16) * 257
     raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in array)
     return png(array.shape[1], array.shape[0], 16, 2, zlib.compress(raw))
+
+
+def jpeg_segments(data: bytes):
+    """(marker, bytes) for each segment after SOI; a scan's bytes include its entropy-coded data."""
+    i = 2
+    while i < len(data):
+        marker = data[i + 1]
+        if marker == 0xD9:
+            yield marker, data[i:i + 2]
+            return
+        end = i + 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+        if marker == 0xDA:
+            while True:  # entropy-coded data runs to the next marker that is not FF00 or a restart
+                end = data.index(b"\xff", end)
+                if data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                    end += 2
+                    continue
+                break
+        yield marker, data[i:end]
+        i = end
+
+
+def jpeg_repeat_last_scan(data: bytes, times: int) -> bytes:
+    """The same JPEG with its last scan repeated ``times`` more times: libjpeg decodes every repeat
+    (it only warns), each a full pass over the image's blocks."""
+    parts = list(jpeg_segments(data))
+    last = max(i for i, (marker, _) in enumerate(parts) if marker == 0xDA)
+    return data[:2] + b"".join(chunk * (times + 1) if i == last else chunk for i, (_, chunk) in enumerate(parts))
+
+
+def jpeg_scan_bomb(width: int = 1500, height: int = 1500, repeats: int = 3000) -> bytes:
+    """A progressive gray JPEG whose last scan (a few bytes of end-of-band runs) is repeated:
+    ~100 KB that costs `repeats` passes over the image when nothing limits the scans."""
+    return jpeg_repeat_last_scan(encode(Image.new("L", (width, height), 128), "JPEG", progressive=True), repeats)

@@ -48,6 +48,8 @@ from bench.crafted import (
     encode,
     gif_header_bomb,
     jpeg_header_bomb,
+    jpeg_repeat_last_scan,
+    jpeg_scan_bomb,
     png,
     png_header_bomb,
     png_real_bomb,
@@ -142,6 +144,7 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         "webp-header-16384x16384": webp_header_bomb(),
         "png-valid-20000x20000-50KB": png_real_bomb(),
         "jpeg-2600x1600-over-pixel-limit": encode(gradient, "JPEG", quality=80),
+        "jpeg-progressive-scan-repeated-3000x": jpeg_scan_bomb(),  # ~100 KB, 3000 passes over 2.25 MP
         # truncated / corrupt -> 422
         "jpeg-truncated-half": cat_jpeg[: len(cat_jpeg) // 2],
         "jpeg-header-only": cat_jpeg[:200],
@@ -165,6 +168,7 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         "png-gray-alpha": encode(cat.convert("LA"), "PNG"),
         "jpeg-grayscale": encode(cat.convert("L"), "JPEG"),
         "jpeg-progressive": encode(cat, "JPEG", progressive=True),
+        "jpeg-progressive-scan-repeated-20x": jpeg_repeat_last_scan(encode(cat, "JPEG", progressive=True), 20),
         "jpeg-exif-rotated": encode(cat, "JPEG", exif=exif),
         "webp": encode(cat, "WEBP"),
         "tiff": encode(cat, "TIFF"),
@@ -182,6 +186,7 @@ IMAGE_EXPECTATIONS = {
     "webp-header-16384x16384": (413, "payload_too_large"),
     "png-valid-20000x20000-50KB": (413, "payload_too_large"),
     "jpeg-2600x1600-over-pixel-limit": (413, "payload_too_large"),
+    "jpeg-progressive-scan-repeated-3000x": (413, "payload_too_large"),
     "jpeg-truncated-half": (422, "corrupt_image"),
     "jpeg-header-only": (422, "corrupt_image"),
     "png-corrupt-idat": (422, "corrupt_image"),
@@ -202,6 +207,7 @@ IMAGE_EXPECTATIONS = {
     "png-gray-alpha": (200, None),
     "jpeg-grayscale": (200, None),
     "jpeg-progressive": (200, None),
+    "jpeg-progressive-scan-repeated-20x": (200, None),
     "jpeg-exif-rotated": (200, None),
     "webp": (200, None),
     "tiff": (200, None),
@@ -210,7 +216,7 @@ IMAGE_EXPECTATIONS = {
 }
 # Images whose top-1 label must still be a cat (the photo, re-encoded or converted).
 CAT_IMAGES = {"png-16bit-rgb", "jpeg-cmyk", "png-palette-transparency", "gif-animated-3-frames",
-              "jpeg-progressive", "jpeg-exif-rotated", "webp", "tiff", "bmp"}
+              "jpeg-progressive", "jpeg-progressive-scan-repeated-20x", "jpeg-exif-rotated", "webp", "tiff", "bmp"}
 
 
 # --- a loopback server that misbehaves on purpose ------------------------------------------------

@@ -1,11 +1,12 @@
 """The JPEG scan limit: a progressive JPEG that repeats a scan is refused before it burns CPU."""
 
 import io
-import struct
 
 import pytest
 from PIL import Image
 
+from bench.crafted import jpeg_repeat_last_scan as repeat_last_scan
+from bench.crafted import jpeg_segments as segments
 from classifier._jpeg_scans import MAX_JPEG_SCANS, ScanLimitedReader
 from classifier.decode import decode_image
 from classifier.errors import PayloadTooLargeError
@@ -17,34 +18,6 @@ def progressive_jpeg(size=(64, 48), mode="RGB") -> bytes:
     out = io.BytesIO()
     Image.new(mode, size, (200, 30, 90) if mode == "RGB" else 120).save(out, "JPEG", progressive=True, quality=90)
     return out.getvalue()
-
-
-def segments(data: bytes):
-    """(marker, bytes) for each segment after SOI; a scan's bytes include its entropy-coded data."""
-    i = 2
-    while i < len(data):
-        marker = data[i + 1]
-        if marker == 0xD9:
-            yield marker, data[i:i + 2]
-            return
-        end = i + 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
-        if marker == 0xDA:
-            while True:  # entropy-coded data runs to the next marker that is not FF00 or a restart
-                end = data.index(b"\xff", end)
-                if data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
-                    end += 2
-                    continue
-                break
-        yield marker, data[i:end]
-        i = end
-
-
-def repeat_last_scan(data: bytes, times: int) -> bytes:
-    """The same JPEG with its last scan repeated: libjpeg decodes every repeat (it only warns)."""
-    parts = list(segments(data))
-    last = max(i for i, (marker, _) in enumerate(parts) if marker == 0xDA)
-    body = [chunk * (times + 1) if i == last else chunk for i, (_, chunk) in enumerate(parts)]
-    return data[:2] + b"".join(body)
 
 
 def count_scans(data: bytes) -> int:
