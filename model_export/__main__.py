@@ -1,6 +1,7 @@
 """``python -m model_export``: convert a Keras or PyTorch classifier to ONNX, store its
 model card inside, prove parity, optionally quantize. Exit codes: 0 ok, 1 the parity
-check or quantization gate failed (nothing written), 2 bad options / conversion failed.
+check or quantization gate failed (nothing written: with ``--quantize`` neither the fp32
+nor the INT8 file), 2 bad options / conversion failed (user callables that raise included).
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ def _size(values: list[str]) -> tuple[int, int]:
     return numbers[0], numbers[1]
 
 
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m model_export",
@@ -61,10 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--layout", choices=LAYOUTS, help="input layout (default: NHWC for Keras, NCHW for PyTorch)")
     pre.add_argument("--channel-order", choices=CHANNEL_ORDERS, default="RGB")
     card = common.add_argument_group("model card")
-    card.add_argument("--labels", help="labels file (one per line, or a JSON list) or package.module:function")
+    card.add_argument("--labels", help="labels file (one per line, or a JSON list) or package.module:function; "
+                      "one per output score, or for a single score 1 label or 2 (negative, positive)")
     card.add_argument("--activation", choices=("auto",) + ACTIVATIONS, default="auto",
-                      help="how raw outputs become scores; auto: none if the outputs already are "
-                      "probabilities, else softmax (several outputs) / sigmoid (one output)")
+                      help="how raw outputs become scores; auto: none if a Sigmoid/Softmax node computes the "
+                      "output or the outputs already are probabilities, else softmax (several outputs) / "
+                      "sigmoid (one output)")
     card.add_argument("--name", help="model name (default: the source's name)")
     card.add_argument("--version", default="1", help="model version (default 1)")
     out = common.add_argument_group("output and checks")
@@ -107,7 +121,7 @@ def _quant_options(parser) -> None:
 
     d = QuantConfig()
     q = parser.add_argument_group("INT8 quantization (defaults: the best measured, model_export/README.md)")
-    q.add_argument("--min-agreement", type=float, default=1.0,
+    q.add_argument("--min-agreement", type=_fraction, default=1.0,
                    help="minimum INT8 vs fp32 top-1 agreement on the check photos (default 1.0 = all)")
     q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=d.method,
                    help=f"static calibration (default {d.method})")
@@ -148,7 +162,9 @@ def _check_options(group) -> None:
     group.add_argument("--reference-atol", type=float, default=None,
                        help="atol for photos compared through --reference-preprocess (default: --atol)")
     group.add_argument("--rtol", type=float, default=0.0, help="relative tolerance added to atol (default 0)")
-    group.add_argument("--min-top1", type=float, default=1.0, help="required top-1 agreement fraction (default 1.0)")
+    group.add_argument("--min-top1", type=_fraction, default=1.0,
+                       help="required top-1 agreement fraction (default 1.0); examples whose top-1 differs "
+                       "are listed as notes while the agreement meets it")
     group.add_argument("--random-inputs", type=int, default=4, help="random-pixel images in the check (default 4)")
     group.add_argument("--images", nargs="*", default=[], help="extra check photos (besides the packaged ones)")
     group.add_argument("--reference-preprocess", metavar="MODULE:FUNCTION",
@@ -162,6 +178,23 @@ def _source_module(kind: str):
     else:
         from model_export import pytorch as module
     return module
+
+
+def _choose_activation(requested: str, model, card: ModelCard) -> str:
+    """The card's activation: ``requested``, checked against the graph, or decided (auto)."""
+    from model_export.graph import PROBABILITY_OPS, output_producer
+    from model_export.metadata import activation_problem
+
+    if requested != "auto":
+        problem = activation_problem(model, requested)
+        if problem:
+            raise ExportError(problem)
+        return requested
+    producer = output_producer(model)
+    if producer in PROBABILITY_OPS:
+        log.info("activation auto -> none (the output is computed by a %s node)", producer)
+        return "none"
+    return _auto_activation(model, card)
 
 
 def _auto_activation(model, card: ModelCard) -> str:
@@ -186,12 +219,13 @@ def _auto_activation(model, card: ModelCard) -> str:
 
 
 def _run_check(args, model_path: Path, kind: str, model, display_name: str | None = None) -> "object":
-    from model_export.metadata import read_card, resolve_callable
+    from model_export.metadata import read_card, user_callable
     from model_export.parity import Tolerance, check_parity, sample_photos
 
     module = _source_module(kind)
     card = read_card(model_path)
-    reference = resolve_callable(args.reference_preprocess) if args.reference_preprocess else None
+    reference = (user_callable(args.reference_preprocess, "the reference preprocessing")
+                 if args.reference_preprocess else None)
     report = check_parity(
         model_path,
         module.predictor(model, card.preprocessing.layout),
@@ -248,19 +282,19 @@ def export(args) -> int:
         name=args.name or module.default_name(args.source), version=str(args.version),
         preprocessing=preprocessing, labels=labels, activation="none",
     )
-    activation = args.activation
-    if activation == "auto":
-        activation = _auto_activation(proto, card)
     card = ModelCard(name=card.name, version=card.version, preprocessing=preprocessing,
-                     labels=labels, activation=activation)
+                     labels=labels, activation=_choose_activation(args.activation, proto, card))
     write_card(proto, card)
     proto.producer_name = "model_export"
+    q_out = _quantized_output(args, output)
     output.parent.mkdir(parents=True, exist_ok=True)
     pending = output.with_name(f".{output.stem}.pending.onnx")
     save_single_file(proto, pending)
     try:
         report = _run_check(args, pending, kind, model, display_name=str(output))
         report.raise_for_failure()
+        if q_out is not None:  # before --output is replaced: a failed gate leaves nothing half-done
+            _quantize_pending(args, pending, output, q_out)
         os.replace(pending, output)
     finally:
         if pending.exists():
@@ -268,10 +302,27 @@ def export(args) -> int:
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, opset {opset_of(onnx.load(str(output)))}, "
           f"via {path_used}, {time.perf_counter() - started:.1f} s): {card.name} v{card.version}, "
           f"{len(card.labels)} labels, activation {card.activation}")
-    if args.quantize:
-        q_out = Path(args.quantized_output) if args.quantized_output else output.with_name(f"{output.stem}-int8.onnx")
-        _write_quantized(args, output, q_out, args.quantize)
     return 0
+
+
+def _quantized_output(args, output: Path) -> Path | None:
+    if not args.quantize:
+        return None
+    q_out = Path(args.quantized_output) if args.quantized_output else output.with_name(f"{output.stem}-int8.onnx")
+    if q_out.resolve() == output.resolve():
+        raise ExportError(f"--quantized-output must differ from --output ({output})")
+    return q_out
+
+
+def _quantize_pending(args, pending: Path, output: Path, q_out: Path) -> None:
+    """INT8 copy of the checked fp32 model, written before the fp32 model is moved to ``output``."""
+    try:
+        _write_quantized(args, pending, q_out, args.quantize)
+    except QuantizationError as exc:
+        raise QuantizationError(
+            f"{exc}\nthe fp32 model passed the parity check but is not written either: {output} is left as it "
+            "was (export without --quantize, or lower --min-agreement, to write it)"
+        ) from exc
 
 
 def quantize_command(args) -> int:
@@ -316,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             return quantize_command(args)
         return show(args)
     except ParityError as exc:
-        print(f"error: parity check failed, nothing written: {exc}", file=sys.stderr)
+        written = ", nothing written" if args.command in ("keras", "pytorch") else ""
+        print(f"error: parity check failed{written}: {exc}", file=sys.stderr)
         return 1
     except QuantizationError as exc:
         print(f"error: {exc}", file=sys.stderr)

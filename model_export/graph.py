@@ -47,6 +47,37 @@ def standardize_io(model, input_name: str = "input", output_name: str = "output"
     return model
 
 
+# Ops that only reshape or pass a value on: looked through to find what computed an output.
+PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
+# Ops whose output already is probabilities: the card's activation must then be "none".
+PROBABILITY_OPS = ("Sigmoid", "Softmax")
+
+
+def output_producer(model, index: int = 0) -> str | None:
+    """The op type that computes graph output ``index`` (e.g. ``Sigmoid``), looking through
+    :data:`PASS_THROUGH` ops; None when the output is a graph input or initializer."""
+    producers = {name: node for node in model.graph.node for name in node.output}
+    name = model.graph.output[index].name
+    seen = set()
+    while name in producers and name not in seen:
+        seen.add(name)
+        node = producers[name]
+        if node.op_type not in PASS_THROUGH or not node.input:
+            return node.op_type
+        name = node.input[0]
+    return None
+
+
+def order_outputs(model, names) -> None:
+    """Reorder the graph outputs to ``names`` (the names of every output, each once)."""
+    by_name = {value.name: value for value in model.graph.output}
+    ordered = [type(value)() for value in model.graph.output]
+    for copy, name in zip(ordered, names):
+        copy.CopyFrom(by_name[name])
+    del model.graph.output[:]
+    model.graph.output.extend(ordered)
+
+
 def opset_of(model) -> int:
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):

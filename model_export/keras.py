@@ -6,6 +6,11 @@ ones (``KeyError: 'keras_tensor_NN'``: it looks up output names Sequential model
 lack), so conversion tries, in order: ``from_keras`` on the model as loaded,
 ``from_keras`` on the model wrapped in a Functional model, then
 ``from_function`` on a ``tf.function``. The path used is logged and returned.
+
+A model returning a dict of outputs: Keras and TensorFlow flatten dicts in sorted-key
+order, so the ONNX outputs come out sorted, named by their keys. They are put back in
+the dict's own order (the order the model was built with, the one ``predictor`` returns),
+so ONNX output 0, which the server reads, is the model's first head.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from model_export.errors import ExportError
-from model_export.graph import standardize_io
+from model_export.graph import order_outputs, standardize_io
 
 log = logging.getLogger("model_export")
 
@@ -106,9 +111,34 @@ def convert(model, height: int, width: int, opset: int = 17):
             failures.append((label, exc))
             continue
         log.info("converted with %s (opset %d)", label, opset)
+        _order_dict_outputs(proto, model, label)
         return standardize_io(proto), label
     summary = "; ".join(f"{label}: {type(exc).__name__}: {exc}" for label, exc in failures)
     raise ExportError(f"tf2onnx could not convert the model ({summary})") from failures[-1][1]
+
+
+def dict_output_keys(model) -> list[str] | None:
+    """The keys of a model whose outputs are a dict, in the model's own order; else None."""
+    try:
+        structure = model.output
+    except (AttributeError, ValueError):  # a subclassed model without a symbolic output
+        return None
+    return [str(key) for key in structure] if isinstance(structure, dict) else None
+
+
+def _order_dict_outputs(proto, model, path_used: str) -> None:
+    """Match ONNX outputs to dict outputs by name and put them in the dict's order."""
+    keys = dict_output_keys(model)
+    if not keys:
+        return
+    names = [value.name for value in proto.graph.output]
+    if sorted(names) != sorted(keys):
+        raise ExportError(
+            f"the model returns a dict of outputs {keys}, but {path_used} named the ONNX outputs {names}, "
+            "so they cannot be matched: make the model return a list (or a single output) instead"
+        )
+    order_outputs(proto, keys)
+    log.info("dict outputs %s matched by name (ONNX output 0 is %r)", keys, keys[0])
 
 
 def predictor(model, layout: str = "NHWC"):
@@ -118,8 +148,8 @@ def predictor(model, layout: str = "NHWC"):
 
     def predict(batch: np.ndarray) -> list[np.ndarray]:
         out = model(batch, training=False)
-        if isinstance(out, dict):
-            out = list(out.values())
+        if isinstance(out, dict):  # matched to ONNX outputs by name in convert
+            out = [out[key] for key in dict_output_keys(model) or out]
         if not isinstance(out, (list, tuple)):
             out = [out]
         return [np.asarray(o, dtype=np.float32) for o in out]

@@ -7,6 +7,7 @@ exposes it as ``session.get_modelmeta().custom_metadata_map``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import re
@@ -89,6 +90,25 @@ def resolve_callable(ref: str):
         raise ExportError(f"{module_name!r} has no attribute {attr!r}") from exc
 
 
+def user_callable(ref: str, what: str):
+    """``package.module:function`` -> that function, wrapped so that anything it raises
+    becomes an :class:`ExportError` naming ``what`` and ``ref`` (exit 2, not a traceback)."""
+    function = resolve_callable(ref)
+    if not callable(function):
+        raise ExportError(f"{what} {ref} is a {type(function).__name__}, not a function")
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ExportError:
+            raise
+        except Exception as exc:  # the user's code raises anything; one boundary
+            raise ExportError(f"{what} {ref} raised {type(exc).__name__}: {exc}") from exc
+
+    return call
+
+
 def is_callable_ref(text: str) -> bool:
     return bool(_CALLABLE_REF.match(text)) and not Path(text).exists()
 
@@ -97,7 +117,7 @@ def load_labels(source: str | Path) -> tuple[str, ...]:
     """Labels from a file (one per line, or a JSON list) or from ``package.module:function``."""
     text_source = str(source)
     if is_callable_ref(text_source):
-        labels = resolve_callable(text_source)()
+        labels = user_callable(text_source, "the labels function")()
         return _clean_labels(labels, text_source)
     path = Path(source)
     try:
@@ -121,6 +141,8 @@ def load_labels(source: str | Path) -> tuple[str, ...]:
 
 
 def _clean_labels(labels: Iterable[object], where: str) -> tuple[str, ...]:
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
+        raise ExportError(f"labels from {where} must be a list of strings, got {type(labels).__name__}")
     out = []
     for i, label in enumerate(labels):
         if not isinstance(label, str) or not label.strip():
@@ -141,13 +163,47 @@ def write_labels(path: str | Path, labels: Sequence[str]) -> Path:
     return path
 
 
+def label_count_problem(count: int, output_size: int | None) -> str | None:
+    """Why ``count`` labels cannot name ``output_size`` scores (None when they can).
+
+    Several scores: one label each, in output order. One score (a binary classifier whose
+    output is P(positive)): no label, 1 label, or 2 labels = [negative, positive].
+    """
+    if not count or output_size is None or count == output_size:
+        return None
+    if output_size == 1:
+        if count == 2:
+            return None
+        return (f"{count} labels given but the model outputs a single score (binary): give 1 label, "
+                "or 2 labels [negative, positive]")
+    return (f"{count} labels given but the model outputs {output_size} scores; "
+            "the labels file must have exactly one label per output, in output order")
+
+
 def validate_labels(labels: Sequence[str], output_size: int | None) -> None:
     """Fail clearly when the label count does not match the classifier's output size."""
-    if labels and output_size is not None and len(labels) != output_size:
-        raise ExportError(
-            f"{len(labels)} labels given but the model outputs {output_size} scores; "
-            "the labels file must have exactly one label per output, in output order"
-        )
+    problem = label_count_problem(len(labels), output_size)
+    if problem:
+        raise ExportError(problem)
+
+
+def activation_problem(model, activation: str) -> str | None:
+    """Why the card's ``activation`` does not fit the graph's first output (None when it does):
+    applying sigmoid/softmax to an output a Sigmoid/Softmax node already computed squeezes
+    the scores (sigmoid of a probability lies in [0.5, 0.73]) while parity still passes,
+    and softmax over a single score is always 1.0."""
+    from model_export.graph import PROBABILITY_OPS, output_producer
+
+    if activation == "none":
+        return None
+    producer = output_producer(model)
+    if producer in PROBABILITY_OPS:
+        return (f"activation {activation}: the model's output is already computed by a {producer} node "
+                f"(probabilities), so {activation} would be applied twice; use --activation none (or auto)")
+    if activation == "softmax" and output_size(model) == 1:
+        return ("activation softmax over a single score is always 1.0; use --activation sigmoid for a raw "
+                "logit, none for a probability (or auto)")
+    return None
 
 
 def output_size(model) -> int | None:

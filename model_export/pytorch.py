@@ -17,7 +17,7 @@ import numpy as np
 
 from model_export.errors import ExportError
 from model_export.graph import opset_of, standardize_io
-from model_export.metadata import is_callable_ref, resolve_callable
+from model_export.metadata import is_callable_ref, user_callable
 
 log = logging.getLogger("model_export")
 
@@ -47,11 +47,7 @@ def load(source: str):
                 "needs its model code: pass a factory as package.module:function instead"
             ) from exc
     elif is_callable_ref(source):
-        factory = resolve_callable(source)
-        try:
-            module = factory()
-        except Exception as exc:
-            raise ExportError(f"the model factory {source} raised {type(exc).__name__}: {exc}") from exc
+        module = user_callable(source, "the model factory")()
         if not isinstance(module, torch.nn.Module):
             raise ExportError(f"{source} returned {type(module).__name__}, not a torch.nn.Module")
     else:

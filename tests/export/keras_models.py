@@ -86,3 +86,18 @@ def mobilenet_training_preprocess(image) -> np.ndarray:
 
     resized = image.resize((MOBILENET_SIZE, MOBILENET_SIZE), Image.Resampling.BILINEAR)
     return keras.applications.mobilenet_v2.preprocess_input(np.asarray(resized, dtype=np.float32))
+
+
+def two_heads(size: int = 32):
+    """A Functional model returning a dict {"zeta": 3 classes, "alpha": 5 classes}: Keras and
+    tf2onnx flatten dicts in sorted-key order, so "alpha" comes first unless matched by name."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1.0 / 255)(inp)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    zeta = keras.layers.Dense(3, activation="softmax", name="zeta")(x)
+    alpha = keras.layers.Dense(5, activation="softmax", name="alpha")(x)
+    return keras.Model(inp, {"zeta": zeta, "alpha": alpha})

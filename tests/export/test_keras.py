@@ -207,12 +207,60 @@ def test_tampered_onnx_is_caught(exported, workdir, capsys):
 
 def test_label_count_mismatch_fails_clearly(exported, workdir, capsys):
     source = exported[("small_cnn", ".h5")][0]
-    labels = workdir / "two.txt"
-    labels.write_text("cat\ndog\n")
+    labels = workdir / "three.txt"
+    labels.write_text("cat\ndog\nbird\n")
     output = workdir / "labels-mismatch.onnx"
     rc = main(["keras", str(source), "--preset", "raw", "--labels", str(labels), "--output", str(output)])
     assert rc == 2 and not output.exists()
-    assert "2 labels given but the model outputs 1" in capsys.readouterr().err
+    assert "3 labels given but the model outputs a single score" in capsys.readouterr().err
+
+
+def test_single_sigmoid_model_is_a_binary_classifier(exported, workdir, capsys):
+    """The seed's model (one sigmoid output): labels [negative, positive], activation none; the
+    server reads that as P(labels[1]). A second sigmoid would squeeze every score into
+    [0.5, 0.73] while parity still passes, so it is refused."""
+    source = exported[("small_cnn", ".h5")][0]
+    labels = workdir / "cat-dog.txt"
+    labels.write_text("cat\ndog\n")
+    output = workdir / "binary.onnx"
+    assert main(["keras", str(source), "--preset", "raw", "--labels", str(labels), "--output", str(output)]) == 0
+    card = read_card(output)
+    assert (card.labels, card.activation) == (("cat", "dog"), "none")
+    twice = workdir / "sigmoid-twice.onnx"
+    rc = main(["keras", str(source), "--preset", "raw", "--labels", str(labels), "--activation", "sigmoid",
+               "--output", str(twice)])
+    err = capsys.readouterr().err
+    assert rc == 2 and not twice.exists()
+    assert "already computed by a Sigmoid node" in err and "--activation none" in err
+
+
+def test_dict_outputs_are_matched_by_name(workdir, photos):
+    model = keras_models.two_heads()
+    source = workdir / "two-heads.keras"
+    model.save(source)
+    labels = workdir / "zeta.txt"
+    labels.write_text("a\nb\nc\n")  # the first head, "zeta"
+    output = workdir / "two-heads.onnx"
+    assert main(["keras", str(source), "--preset", "raw", "--labels", str(labels), "--output", str(output)]) == 0
+    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["output_0", "output_1"]
+    x = keras_models.photo_batch(32, 1.0, 0.0)
+    expected = model(x, training=False)
+    got = session.run(None, {"input": x})
+    np.testing.assert_allclose(got[0], np.asarray(expected["zeta"]), atol=1e-5)
+    np.testing.assert_allclose(got[1], np.asarray(expected["alpha"]), atol=1e-5)
+
+
+def test_dict_outputs_that_cannot_be_matched_are_refused():
+    from types import SimpleNamespace
+
+    from model_export.errors import ExportError
+
+    from onnx_models import tiny_model
+
+    proto = tiny_model()  # one output named "output"
+    with pytest.raises(ExportError, match="return a list"):
+        keras_source._order_dict_outputs(proto, SimpleNamespace(output={"b": None, "a": None}), "some path")
 
 
 def test_normalization_must_be_given(exported, workdir, capsys):

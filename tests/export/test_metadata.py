@@ -4,34 +4,27 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
 
 from classifier.spec import METADATA_KEY, ModelCard
 from model_export.__main__ import _size
 from model_export.errors import ExportError
+from model_export.graph import output_producer
 from model_export.metadata import (
+    activation_problem,
     build_preprocessing,
     load_labels,
     output_size,
     read_card,
+    user_callable,
     validate_labels,
     write_card,
     write_labels,
 )
 
-
-def tiny_model(classes: int = 3):
-    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4, 4, 3])
-    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", classes])
-    w = helper.make_tensor("w", TensorProto.FLOAT, [48, classes], np.linspace(-1, 1, 48 * classes).tolist())
-    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 48])
-    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["output"])]
-    graph = helper.make_graph(nodes, "tiny", [x], [y], [w, shape])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+from onnx_models import tiny_model
 
 
 def test_presets_and_explicit_values():
@@ -120,3 +113,44 @@ def test_unreadable_or_cardless_models_fail_clearly(tmp_path, capsys):
     onnx.save(tiny_model(), str(bare))
     assert main(["show", str(bare)]) == 2
     assert METADATA_KEY in capsys.readouterr().err
+
+
+def test_a_single_score_takes_no_label_one_or_negative_and_positive():
+    single = output_size(tiny_model(1))
+    for labels in ((), ("dog",), ("cat", "dog")):
+        validate_labels(labels, single)
+    with pytest.raises(ExportError, match=r"single score \(binary\): give 1 label, or 2 labels \[negative, positive\]"):
+        validate_labels(("a", "b", "c"), single)
+
+
+@pytest.mark.parametrize("tail,producer", [
+    ((), "MatMul"), (("Sigmoid",), "Sigmoid"), (("Softmax", "Identity", "Flatten"), "Softmax"),
+    (("Sigmoid", "Relu"), "Relu"),
+])
+def test_output_producer_looks_through_ops_that_only_move_values(tail, producer):
+    assert output_producer(tiny_model(1, tail)) == producer
+
+
+def test_activation_is_refused_when_the_graph_already_applies_one():
+    for tail in (("Sigmoid", "Identity"), ("Softmax", "Flatten")):
+        for activation in ("sigmoid", "softmax"):
+            problem = activation_problem(tiny_model(1, tail), activation)
+            assert "applied twice" in problem and "--activation none" in problem
+        assert activation_problem(tiny_model(1, tail), "none") is None
+    assert activation_problem(tiny_model(1), "sigmoid") is None
+    assert activation_problem(tiny_model(3), "softmax") is None
+    assert "always 1.0" in activation_problem(tiny_model(1), "softmax")
+
+
+def test_user_callables_that_fail_name_themselves():
+    with pytest.raises(ExportError, match="the labels function user_callables:failing_labels raised "
+                       "FileNotFoundError: labels.csv"):
+        load_labels("user_callables:failing_labels")
+    with pytest.raises(ExportError, match="labels from user_callables:no_labels must be a list of strings, "
+                       "got NoneType"):
+        load_labels("user_callables:no_labels")
+    preprocess = user_callable("user_callables:failing_preprocess", "the reference preprocessing")
+    with pytest.raises(ExportError, match="user_callables:failing_preprocess raised ValueError: bad crop box"):
+        preprocess(None)
+    with pytest.raises(ExportError, match="not a function"):
+        user_callable("model_export.parity:PHOTOS", "the labels function")

@@ -139,3 +139,60 @@ def test_bad_pytorch_sources_fail_clearly(tmp_path, capsys):
         torch_source.load(str(junk))
     assert main(["pytorch", "torch_models:tiny_cnn", "--preset", "unit", "--output", str(tmp_path / "x.onnx")]) == 2
     assert "--size" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def means_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("means") / "means.onnx"
+    assert main(["pytorch", "torch_models:channel_means", "--size", "16", "--preset", "unit",
+                 "--output", str(out)]) == 0
+    return out
+
+
+def test_min_top1_lets_top1_flips_through_as_notes(means_model, capsys):
+    args = ["check", str(means_model), "pytorch", "torch_models:channel_means_reversed", "--atol", "1e9"]
+    assert main(args) == 1  # top-1 must agree everywhere by default
+    captured = capsys.readouterr()
+    assert "MISMATCH" in captured.out and "photos/output chelsea.png: top-1" in captured.err
+    assert "parity check failed:" in captured.err and "nothing written" not in captured.err  # check writes nothing
+    assert main(args + ["--min-top1", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "note: photos/output chelsea.png: top-1" in out and "PASSED" in out and "MISMATCH" not in out
+
+
+def test_user_code_that_raises_and_bad_fractions_exit_2(means_model, tmp_path, capsys):
+    export = ["pytorch", "torch_models:channel_means", "--size", "16", "--preset", "unit",
+              "--output", str(tmp_path / "x.onnx")]
+    assert main(export + ["--labels", "user_callables:failing_labels"]) == 2
+    assert "the labels function user_callables:failing_labels raised FileNotFoundError" in capsys.readouterr().err
+    assert main(["check", str(means_model), "pytorch", "torch_models:channel_means",
+                 "--reference-preprocess", "user_callables:failing_preprocess"]) == 2
+    assert ("the reference preprocessing user_callables:failing_preprocess raised ValueError: bad crop box"
+            in capsys.readouterr().err)
+    bad_fractions = (export + ["--min-agreement", "1.01"],
+                     ["check", str(means_model), "pytorch", "x:y", "--min-top1", "-0.1"])
+    for argv in bad_fractions:
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        assert "must be a fraction in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_failed_int8_gate_leaves_the_previous_output_alone(tmp_path, monkeypatch, capsys):
+    import model_export.quantize
+
+    from model_export.errors import QuantizationError
+
+    def refuse(fp32, output, *args, **kwargs):
+        raise QuantizationError(f"refusing to write {output}: INT8 top-1 agrees with fp32 on 6/7 photos")
+
+    monkeypatch.setattr(model_export.quantize, "quantize", refuse)
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"the previous model")
+    assert main(["pytorch", "torch_models:channel_means", "--size", "16", "--preset", "unit",
+                 "--output", str(out), "--quantize", "dynamic"]) == 1
+    assert out.read_bytes() == b"the previous model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+    err = capsys.readouterr().err
+    assert "refusing to write" in err and f"not written either: {out} is left as it was" in err

@@ -21,3 +21,24 @@ def tiny_cnn():
 
 def not_a_module():
     return "nope"
+
+
+def _channel_means(reverse: bool):
+    """Per-channel means of the input as 3 "logits" (``reverse``: in the other order)."""
+    import torch
+
+    class ChannelMeans(torch.nn.Module):
+        def forward(self, x):
+            means = x.mean(dim=(2, 3))
+            return means.flip(1) if reverse else means
+
+    return ChannelMeans().eval()
+
+
+def channel_means():
+    return _channel_means(reverse=False)
+
+
+def channel_means_reversed():
+    """Ranks the channels the other way round: top-1 differs from channel_means on most photos."""
+    return _channel_means(reverse=True)
