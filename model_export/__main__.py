@@ -244,7 +244,7 @@ def _run_check(args, model_path: Path, kind: str, model, display_name: str | Non
 def export(args) -> int:
     import onnx
 
-    from model_export.graph import opset_of, save_single_file
+    from model_export.graph import opset_of, save_single_file, strip_build_paths
     from model_export.metadata import build_preprocessing, load_labels, output_size, validate_labels, write_card
 
     kind = args.command
@@ -275,6 +275,7 @@ def export(args) -> int:
     else:
         proto, path_used = module.convert(model, height, width, opset=args.opset, layout=layout)
     log.info("conversion took %.1f s via %s", time.perf_counter() - started, path_used)
+    strip_build_paths(proto)  # the same model from any checkout or venv is the same file
     validate_labels(labels, output_size(proto))
     if not labels:
         log.warning("no --labels given: the card has no class names, the server can only report indices")

@@ -47,6 +47,24 @@ def standardize_io(model, input_name: str = "input", output_name: str = "output"
     return model
 
 
+# Node metadata that records where the exporter ran (torch.onnx's stack traces hold the absolute
+# paths of the exporting machine's site-packages).
+BUILD_PATH_METADATA = ("pkg.torch.onnx.stack_trace",)
+
+
+def strip_build_paths(model) -> int:
+    """Drop node metadata that records the exporting machine's file paths, so that the same
+    model exported from another checkout or venv is the same file. Returns how many went."""
+    removed = 0
+    for node in model.graph.node:
+        kept = [entry for entry in node.metadata_props if entry.key not in BUILD_PATH_METADATA]
+        if len(kept) != len(node.metadata_props):
+            removed += len(node.metadata_props) - len(kept)
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+    return removed
+
+
 # Ops that only reshape or pass a value on: looked through to find what computed an output.
 PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
 # Ops whose output already is probabilities: the card's activation must then be "none".

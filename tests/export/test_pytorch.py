@@ -77,6 +77,9 @@ def test_committed_model_predictions_are_sensible(committed, photos):
 
 
 def test_reexport_reproduces_committed_model(reexported, committed, photos):
+    # Byte for byte, from any checkout: torch.onnx's stack traces (the exporting machine's
+    # site-packages paths) are stripped at export.
+    assert reexported.read_bytes() == DEFAULT_MODEL.read_bytes()
     session, card = committed
     again = ort.InferenceSession(str(reexported), providers=["CPUExecutionProvider"])
     assert ModelCard.from_metadata(again.get_modelmeta().custom_metadata_map) == card
@@ -196,3 +199,24 @@ def test_failed_int8_gate_leaves_the_previous_output_alone(tmp_path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
     err = capsys.readouterr().err
     assert "refusing to write" in err and f"not written either: {out} is left as it was" in err
+
+
+def test_committed_models_carry_no_build_paths():
+    for path in (DEFAULT_MODEL, DEFAULT_MODEL.with_name("model-int8.onnx")):
+        data = path.read_bytes()
+        assert b"site-packages" not in data and b"pkg.torch.onnx.stack_trace" not in data, path
+
+
+def test_strip_build_paths_keeps_other_node_metadata():
+    import onnx.helper as oh
+
+    from model_export.graph import strip_build_paths
+
+    node = oh.make_node("Relu", ["x"], ["y"])
+    for key, value in (("pkg.torch.onnx.stack_trace", 'File "/home/me/venv/lib/site-packages/m.py"'),
+                       ("namespace", "model/relu")):
+        entry = node.metadata_props.add()
+        entry.key, entry.value = key, value
+    model = oh.make_model(oh.make_graph([node], "g", [], []))
+    assert strip_build_paths(model) == 1
+    assert [(e.key, e.value) for e in model.graph.node[0].metadata_props] == [("namespace", "model/relu")]
