@@ -69,6 +69,20 @@ class Settings:
     ort_allow_spinning: bool = False  # idle onnxruntime workers spin before they sleep (bench.idle_threads)
     cors_allow_origin: str = ""  # Access-Control-Allow-Origin on API responses; "" = no CORS header
 
+    def __post_init__(self) -> None:
+        """Out-of-range values fail the cold start, naming the variable, instead of acting oddly."""
+        at_least = ((DEFAULT_TOP_K, self.default_top_k, 1), (MAX_DOWNLOAD_BYTES, self.max_download_bytes, 1),
+                    (MAX_IMAGE_PIXELS, self.max_image_pixels, 1), (MAX_REDIRECTS, self.max_redirects, 0),
+                    (ORT_INTRA_OP_THREADS, self.ort_intra_op_threads, 0))
+        for name, value, low in at_least:
+            if value < low:
+                raise ValueError(f"{name} must be at least {low}, got {value}")
+        for name, value in ((FETCH_CONNECT_TIMEOUT, self.fetch_connect_timeout), (FETCH_READ_TIMEOUT, self.fetch_read_timeout)):
+            if not value > 0:  # also NaN
+                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+        if not all(0 < port < 65536 for port in self.allowed_ports):
+            raise ValueError(f"{ALLOWED_PORTS} must be TCP ports (1-65535), got {self.allowed_ports}")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env

@@ -46,3 +46,19 @@ def test_onnxruntime_threads_do_not_spin_unless_asked():
     assert Settings.from_env({"ORT_ALLOW_SPINNING": "0"}).ort_allow_spinning is False
     assert Settings.from_env({"ORT_ALLOW_SPINNING": "1"}).ort_allow_spinning is True
     assert Settings.from_env({"ORT_ALLOW_SPINNING": "true"}).ort_allow_spinning is True
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("DEFAULT_TOP_K", "0"), ("DEFAULT_TOP_K", "-3"), ("MAX_DOWNLOAD_BYTES", "0"), ("MAX_IMAGE_PIXELS", "-1"),
+     ("MAX_REDIRECTS", "-1"), ("ORT_INTRA_OP_THREADS", "-2"), ("FETCH_CONNECT_TIMEOUT", "0"),
+     ("FETCH_READ_TIMEOUT", "nan"), ("ALLOWED_PORTS", "443,70000"), ("ALLOWED_PORTS", "0")],
+)
+def test_out_of_range_settings_fail_the_cold_start_naming_the_variable(name, value):
+    with pytest.raises(ValueError, match=f"invalid function setting: {name}"):
+        Settings.from_env({name: value})
+
+
+def test_template_defaults_are_valid():
+    settings = Settings.from_env({"DEFAULT_TOP_K": "5", "MAX_REDIRECTS": "0", "ALLOWED_PORTS": "80,443"})
+    assert (settings.default_top_k, settings.max_redirects, settings.allowed_ports) == (5, 0, (80, 443))
