@@ -70,6 +70,8 @@ def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telem
             return reply(200, predict(request, record, context))
         except ClassifierError as error:
             record.status, record.error_code = error.status, error.code
+            if isinstance(error, InternalError):  # a stage's own translation of a bug: log what it hides
+                failure = error.__cause__ or error
             return reply(error.status, error_body(error))
         except Exception as exc:  # noqa: BLE001 - the one place where anything unexpected becomes a 500
             error, failure = InternalError(), exc

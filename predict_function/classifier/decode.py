@@ -61,6 +61,7 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": stray stderr lines per request
             image = Image.open(source, formats=ALLOWED_FORMATS)
             _check_pixels(image, max_pixels)
             image.info.pop(SOURCE_GRID_KEY, None)  # only this function may set it

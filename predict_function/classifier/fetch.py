@@ -187,10 +187,16 @@ class Target:
 
 def _normalise_allow_entry(entry: str) -> str:
     entry = entry.strip().lower().rstrip(".")
+    literal = _netguard.parse_ipv6_literal(entry.strip("[]"))
+    if literal:
+        return str(literal)
+    if not entry or any(c in entry for c in "/:@?#%[] \t\\"):
+        # A URL ("https://img.example.com"), a port or a path never equals a request's host, so
+        # every URL would be refused: a configuration error for the cold start, not 403s later.
+        raise BadRequestError(f"{entry!r} is not a host name (give img.example.com or *.example.com)")
     if entry.startswith("*."):
         return "*." + _idna(entry[2:])
-    literal = _netguard.parse_ipv6_literal(entry.strip("[]"))
-    return str(literal) if literal else _idna(entry)
+    return _idna(entry)
 
 
 def _idna(host: str) -> str:
@@ -489,9 +495,10 @@ def _fetch(url: str, policy: FetchPolicy, clock: Deadline, hop: _Hop) -> "Fetche
             if hop.redirects >= policy.max_redirects:
                 raise UpstreamError(f"too many redirects (the limit is {policy.max_redirects})")
             hop.redirects += 1
-            next_url = urljoin(target.url, location.strip())
             try:
-                target = _check_url(next_url, policy, clock.at)
+                target = _check_url(urljoin(target.url, location.strip()), policy, clock.at)
+            except ValueError as exc:  # urljoin: "Invalid IPv6 URL" and the like
+                raise UpstreamError("upstream redirected to an unusable URL") from exc
             except BadRequestError as exc:
                 raise UpstreamError(f"upstream redirected to an unusable URL: {exc.message}") from exc
             except BlockedUrlError as exc:

@@ -36,10 +36,16 @@ def _build() -> "Handler":
                                        settings.ort_allow_spinning)
     # With a second CPU, onnxruntime builds the session (mostly outside the GIL) while the rest
     # of the pipeline (Pillow's decoders, Powertools, the fetcher, ...) imports, instead of one after the other.
-    from .app import make_handler
-    from .fetch import Fetched, FetchPolicy, fetch_url
+    try:
+        from .app import make_handler
+        from .fetch import Fetched, FetchPolicy, fetch_url
 
-    policy = FetchPolicy.from_settings(settings)
+        policy = FetchPolicy.from_settings(settings)
+    except BaseException:
+        # A bad setting fails the cold start here; the interpreter must not exit while onnxruntime
+        # is still building the session on the other thread (it then aborts the process).
+        loading.wait()
+        raise
     classifier = loading.result()  # a model that cannot load fails the cold start here
 
     def fetch(url: str, deadline: float) -> Fetched:  # the body, read by the decoder as it arrives

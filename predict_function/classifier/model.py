@@ -171,9 +171,13 @@ class Loading:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
             self._error = exc
 
-    def result(self) -> Classifier:
+    def wait(self) -> None:
+        """Until the load has finished, whatever its outcome."""
         if self._thread is not None:
             self._thread.join()
+
+    def result(self) -> Classifier:
+        self.wait()
         if self._error is not None:
             raise self._error
         assert self._classifier is not None

@@ -23,12 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
+import logging
+
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 DEFAULT_SERVICE = "image-classifier"
 DEFAULT_NAMESPACE = "ImageClassifier"
-# Powertools reads these itself; the defaults above apply when they are unset.
+# Powertools reads these itself; the defaults above apply when they are unset or empty (an empty
+# service name makes Powertools filter out every log line; an empty namespace is invalid EMF).
 SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
 NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
 
@@ -61,15 +65,22 @@ class RequestRecord:
         self.timings_ms[source] = max(0.0, round(self.timings_ms.get(source, 0.0) - ms, 2))
 
     def set_url(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.url_host = f"{parts.scheme}://{parts.hostname or ''}"
+        try:
+            parts = urlsplit(url)
+            self.url_host = f"{parts.scheme}://{parts.hostname or ''}"
+        except ValueError:  # e.g. "http://[::1/x": the fetcher answers it with a 400; log no host
+            self.url_host = None
 
 
 class Telemetry:
     def __init__(self, model_name: str, model_version: str, service: str | None = None) -> None:
-        self.logger = Logger(service=service or os.environ.get(SERVICE_ENV, DEFAULT_SERVICE))
-        self.namespace = os.environ.get(NAMESPACE_ENV, DEFAULT_NAMESPACE)
+        self.logger = Logger(service=service or os.environ.get(SERVICE_ENV, "").strip() or DEFAULT_SERVICE)
+        self.namespace = os.environ.get(NAMESPACE_ENV, "").strip() or DEFAULT_NAMESPACE
         self.metrics = Metrics(namespace=self.namespace)
+        # The modules' own loggers (fetch's blocked-URL warnings, ...) write JSON lines through
+        # this logger's handler too, instead of plain text through the runtime's root handler.
+        logging.getLogger(__package__)  # registered, so Powertools configures it (it skips child loggers)
+        copy_config_to_registered_loggers(source_logger=self.logger, include={__package__})
         self.model = {"model": model_name, "model_version": model_version}
         if self.metrics.default_dimensions.get("model") != model_name:  # Metrics state is shared
             self.metrics.set_default_dimensions(model=model_name)

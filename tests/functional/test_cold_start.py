@@ -94,3 +94,22 @@ def test_the_session_spins_only_when_asked(allow_spinning, expected):
     options = loaded.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
     assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+
+
+def test_a_bad_setting_while_the_model_loads_fails_the_cold_start_without_aborting():
+    """The process must not exit while onnxruntime still builds the session on the other thread:
+    it then aborts (SIGABRT, a misleading onnxruntime error) instead of exiting with the setting's
+    error. Without the wait, 6 of 12 such cold starts aborted here."""
+    import os
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    env = {**os.environ, "ALLOWED_HOSTS": "a..b", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008",
+           "MODEL_PATH": str(DEFAULT_MODEL), "PYTHONPATH": str(REPO / "predict_function")}
+    for _ in range(6):
+        result = subprocess.run([sys.executable, "-c", "import classifier.handler"], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+        assert "invalid allowed_hosts entry" in result.stderr

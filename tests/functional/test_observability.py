@@ -126,3 +126,56 @@ def test_move_time_keeps_stage_times_non_negative():
     assert record.timings_ms == {"fetch": 3.0, "decode": 1.0}
     record.move_time(0.005, "decode", "fetch")
     assert record.timings_ms == {"fetch": 8.0, "decode": 0.0}
+
+
+def test_an_internal_error_a_stage_translated_still_logs_what_caused_it(classifier, capsys):
+    from classifier.errors import InternalError
+
+    capsys.readouterr()
+
+    def translated(url, deadline):  # what fetch's boundary does with an exception it does not know
+        try:
+            raise ValueError("the real cause")
+        except ValueError as exc:
+            raise InternalError() from exc
+
+    handle = make_handler(Settings.from_env({}), classifier, translated, telemetry())
+    assert handle({"url": "https://img.example/a.jpg"}, Context())["error"]["code"] == "internal_error"
+    logs, _ = split(lines(capsys))
+    assert logs[0]["level"] == "ERROR" and "the real cause" in logs[0]["exception"]
+
+
+def test_an_unparsable_url_is_a_bad_request_not_a_logging_crash(classifier, capsys):
+    from classifier.fetch import FetchPolicy, fetch_url
+
+    capsys.readouterr()
+    policy = FetchPolicy.from_settings(Settings.from_env({}))
+    handle = make_handler(Settings.from_env({}), classifier, lambda u, d: fetch_url(u, policy, d), telemetry())
+    response = handle({"url": "http://[::1/SECRETPATH?token=QSECRET"}, Context())
+    assert response["error"]["status"] == 400, response
+    logs, _ = split(lines(capsys))
+    assert logs[0]["status"] == 400 and "SECRET" not in json.dumps(logs)
+
+
+def test_empty_service_or_namespace_fall_back_to_the_defaults(classifier, cat_jpeg, capsys, monkeypatch):
+    # An empty service name made Powertools filter out every log line; an empty namespace is invalid EMF.
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "")
+    assert Telemetry("m", "1").logger.service == "image-classifier"
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", " ")
+    capsys.readouterr()
+    handle = make_handler(Settings.from_env({}), classifier, lambda u, d: cat_jpeg, telemetry())
+    handle({"url": "https://img.example/cat.jpg"}, Context())
+    logs, metrics = split(lines(capsys))
+    assert [log["message"] for log in logs] == ["request served"]
+    assert metrics and all(record["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "ImageClassifier" for record in metrics)
+
+
+def test_the_modules_own_warnings_are_json_lines(classifier, capsys):
+    import logging
+
+    capsys.readouterr()
+    make_handler(Settings.from_env({}), classifier, lambda u, d: b"", telemetry())
+    logging.getLogger("classifier.fetch").warning("blocked URL literal %s (%s)", "169.254.169.254", "link-local")
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "blocked URL" in line]
+    record = json.loads(line)
+    assert record["level"] == "WARNING" and record["message"] == "blocked URL literal 169.254.169.254 (link-local)"

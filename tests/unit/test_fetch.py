@@ -793,3 +793,22 @@ def test_error_messages_carry_no_addresses_or_library_text(server_factory, tls_s
 def test_invalid_allow_list_entry_fails_at_cold_start():
     with pytest.raises(ValueError):
         FetchPolicy(allowed_hosts=("a" * 70 + ".example",))
+
+
+def test_a_redirect_to_an_unparsable_url_is_an_upstream_error(server_factory):
+    server = server_factory({})
+    server.routes["/start"] = redirect("http://[::1/x")  # urljoin raises ValueError("Invalid IPv6 URL")
+    with pytest.raises(errors.UpstreamError, match="unusable URL"):
+        fetch_all(server.url("/start"), _policy_for(server), deadline=soon())
+
+
+@pytest.mark.parametrize("entry", ["https://img.example.com", "img.example.com:8080", "img.example.com/cats",
+                                   "exa mple.com", "user@img.example.com"])
+def test_an_allowed_hosts_entry_that_is_not_a_host_fails_the_cold_start(entry):
+    with pytest.raises(ValueError, match="invalid allowed_hosts entry"):
+        make_policy(None, None, allowed_hosts=(entry,))
+
+
+def test_allowed_hosts_takes_names_wildcards_and_ip_literals():
+    policy = make_policy(None, None, allowed_hosts=("IMG.Example.com.", "*.cdn.example", "[::1]", "::2", "203.0.113.9"))
+    assert policy.allowed_hosts == ("img.example.com", "*.cdn.example", "::1", "::2", "203.0.113.9")
