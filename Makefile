@@ -38,8 +38,9 @@ preflight: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m bench
 
+# SAM_CLI_TELEMETRY=0: the sam CLI sends usage telemetry to AWS unless told not to.
 lint: $(VENV)/.installed
-	$(VENV)/bin/sam validate --lint
+	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint
 	$(PY) -m local_lambda lint
 
 # Re-export the bundled default model (EfficientNet-Lite0, ImageNet-1k) with the export tool.
@@ -58,7 +59,7 @@ model-int8: $(VENV)/.installed
 	  --output predict_function/model/model-int8.onnx
 
 events: $(VENV)/.installed
-	PATH=$(VENV)/bin:$$PATH $(PY) events/generate.py
+	SAM_CLI_TELEMETRY=0 PATH=$(VENV)/bin:$$PATH $(PY) events/generate.py
 
 clean:
 	rm -rf $(VENV) .build .pytest_cache .hypothesis

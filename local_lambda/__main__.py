@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import lint as lint_mod
-from .apigw import ApiServer, EmulatorRunner, build_api, require_loopback, stderr_sink
+from .apigw import ApiServer, EmulatorRunner, build_api, gateway_responses, require_loopback, stderr_sink
 from .cpu_quota import CpuQuota
-from .emulator import Emulator, EmulatorError
+from .emulator import Emulator, EmulatorError, check_payload_size
 from .interpreters import InterpreterNotFound
 from .stage import StageError, StageResult, stage
 from .template import FunctionConfig, TemplateError, function_emulator, load_stacks, read_function
@@ -24,14 +24,30 @@ def _log(message: str) -> None:
 
 
 def _parameters(values: Optional[List[str]]) -> Dict[str, str]:
-    out: Dict[str, str] = {}
-    for value in values or []:
-        for item in value.split():
-            key, eq, val = item.partition("=")
-            if not eq:
-                raise SystemExit(f"--parameter-overrides: expected Key=Value, got {item!r}")
-            out[key.replace("ParameterKey", "").strip(",")] = val
-    return out
+    """``--parameter-overrides`` parsed by SAM CLI's own option type: ``Key=Value``,
+    ``ParameterKey=K,ParameterValue=V``, quoted values (``Key="a b"``), ``file://params.yaml``."""
+    import click
+    from samcli.cli.types import CfnParameterOverridesType
+
+    if not values:
+        return {}
+    try:
+        return dict(CfnParameterOverridesType().convert(tuple(values), None, None))
+    except click.BadParameter as exc:
+        raise ValueError(f"--parameter-overrides: {exc.message}") from exc
+
+
+def _split_function(args) -> None:
+    """``--parameter-overrides A=1 PredictFunction``: a trailing word that is no override is the function.
+
+    The option takes every word up to the next option (as SAM CLI's), so a positional function name after
+    it would be read as an override; SAM CLI refuses that, here it is taken as the function when none was given.
+    """
+    values = getattr(args, "parameter_overrides", None)
+    if values and getattr(args, "function", "given") is None:
+        last = values[-1]
+        if "=" not in last and not last.startswith("file://"):
+            args.function = values.pop()
 
 
 def _build_dir(args, template: Path) -> Path:
@@ -72,17 +88,42 @@ def _cpu_quota(fn: FunctionConfig) -> CpuQuota:
     return quota
 
 
+class InputError(ValueError):
+    """An input file (event, --env-vars) that cannot be used; said in one line, before any staging."""
+
+
+def _read_json(option: str, path: str) -> str:
+    """The text of a JSON file given on the command line ('-': stdin), checked to be JSON."""
+    if path == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(path).read_text()
+        except IsADirectoryError:
+            raise InputError(f"{option} {path}: is a directory, not a JSON file") from None
+        except FileNotFoundError:
+            raise InputError(f"{option} {path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{option} {path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{option} {path}: not valid JSON: {exc}") from None
+    return text
+
+
 def _env_vars(path: Optional[str]) -> Dict[str, Any]:
     if not path:
         return {}
-    data = json.loads(Path(path).read_text())
+    data = json.loads(_read_json("--env-vars", path))
     if not isinstance(data, dict):
         raise TemplateError(f"--env-vars {path}: expected a JSON object")
     return data
 
 
 def cmd_lint(args) -> int:
-    dockerfile = Path(args.dockerfile) if args.dockerfile else read_function(args.template, args.function).dockerfile
+    dockerfile = Path(args.dockerfile) if args.dockerfile else read_function(
+        args.template, args.function, _parameters(args.parameter_overrides)).dockerfile
     findings = lint_mod.lint_dockerfile(dockerfile, fail_on="none")
     for finding in findings:
         print(finding)
@@ -108,18 +149,15 @@ def cmd_stage(args) -> int:
 
 def cmd_invoke(args) -> int:
     template = Path(args.template)
+    # the inputs first: a missing or malformed file, or an event Lambda would refuse, fails before staging
+    event = (_read_json("--event", args.event) if args.event else "{}").encode()
+    check_payload_size(event, f"--event {args.event}")
+    env_vars = _env_vars(args.env_vars)
     fn = read_function(template, args.function, _parameters(args.parameter_overrides))
     staged = _stage_function(args, fn, template)
-    if args.event == "-":
-        event_text = sys.stdin.read()
-    elif args.event:
-        event_text = Path(args.event).read_text()
-    else:
-        event_text = "{}"
-    json.loads(event_text)  # fail early on a malformed event file
-    emulator = _emulator(args, fn, staged, _env_vars(args.env_vars), log_sink=stderr_sink)
+    emulator = _emulator(args, fn, staged, env_vars, log_sink=stderr_sink)
     with emulator:
-        result = emulator.invoke_raw(event_text.encode())
+        result = emulator.invoke_raw(event)
         memory = emulator.runtime_memory_mb()
     sys.stdout.write(result.text + "\n")
     sys.stdout.flush()
@@ -133,16 +171,16 @@ def cmd_invoke(args) -> int:
 def cmd_start_api(args) -> int:
     require_loopback(args.host)
     template = Path(args.template)
+    env_vars = _env_vars(args.env_vars)
     stacks = load_stacks(template, _parameters(args.parameter_overrides))
     api = build_api(stacks, cwd=str(template.resolve().parent))
-    env_vars = _env_vars(args.env_vars)
     factories = {}
     for name in sorted({route.function_name for route in api.routes}):
         fn = read_function(template, name, stacks=stacks)
         staged = _stage_function(args, fn, template)
         factories[name] = (lambda fn=fn, staged=staged: _emulator(args, fn, staged, env_vars, log_sink=stderr_sink))
     runner = EmulatorRunner(factories)
-    server = ApiServer(api, runner, host=args.host, port=args.port)
+    server = ApiServer(api, runner, host=args.host, port=args.port, responses=gateway_responses(stacks))
     runner.start_all()
     for method, path, function, event_type in server.routes():
         _log(f"Mounted {function} at {server.url}{path} [{method}] ({event_type})")
@@ -180,7 +218,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if function:
             p.add_argument("function", nargs="?", help="function logical id (default: the template's only Image function)")
         p.add_argument("-t", "--template", default="template.yaml", help="SAM template (default: template.yaml)")
-        p.add_argument("--parameter-overrides", nargs="*", help="Key=Value template parameters")
+        p.add_argument("--parameter-overrides", nargs="+", action="extend", metavar="OVERRIDE",
+                       help='template parameters, as sam: Key=Value, ParameterKey=K,ParameterValue=V, Key="a b"')
         p.add_argument("--build-dir", help="where staged roots live (default: <template dir>/.build/local_lambda)")
         p.add_argument("--no-lint", action="store_true", help="skip hadolint before staging")
 
@@ -220,7 +259,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser("preflight", help="catch the classic deploy failures before sam deploy (exit 1 if any check fails)")
     p.add_argument("function", nargs="?", help="function logical id (default: the template's only Image function)")
     p.add_argument("-t", "--template", default="template.yaml", help="SAM template (default: template.yaml)")
-    p.add_argument("--parameter-overrides", nargs="*", help="Key=Value template parameters (Architecture=arm64 checks only arm64)")
+    p.add_argument("--parameter-overrides", nargs="+", action="extend", metavar="OVERRIDE",
+                   help="template parameters, as sam (Architecture=arm64 checks only arm64)")
     p.add_argument("--checks", help="comma-separated subset of python,wheels,files,context,paths (default: all)")
     p.add_argument("--context-fail-mb", type=float, default=500.0, help="fail above this build-context size (default 500)")
     p.add_argument("--context-warn-mb", type=float, default=100.0, help="warn above this build-context size (default 100)")
@@ -230,8 +270,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.set_defaults(func=cmd_preflight)
 
     args = parser.parse_args(argv)
-    # SIGTERM unwinds like Ctrl+C, so the RIE and runtime processes are stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    _split_function(args)
+    # SIGTERM and SIGHUP (the terminal closed) unwind like Ctrl+C, so the RIE and runtime processes (in their
+    # own session, so the terminal's SIGHUP never reaches them) are stopped and the --lambda-cpu cgroup removed.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
     try:
         return args.func(args)
     except (StageError, TemplateError, EmulatorError, InterpreterNotFound, lint_mod.LintError, ValueError) as exc:

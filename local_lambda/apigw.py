@@ -6,18 +6,27 @@ builds the REST v1 / HTTP API v2 proxy events (base64 bodies for BinaryMediaType
 ``sam local start-api`` does, and turns the proxy response back into HTTP. Only its Lambda runner is
 replaced: instead of a container per function, one warm RIE + awslambdaric process per function
 serves every request (one request at a time, like one Lambda execution environment).
+
+In front of it, :class:`ApiGateway` (WSGI) answers what API Gateway answers itself, with the template's
+``GatewayResponses`` where it has them: a method or path with no route (MISSING_AUTHENTICATION_TOKEN;
+also HEAD, which API Gateway does not map to GET), a body over 10 MB (REQUEST_TOO_LARGE), an event over
+Lambda's 6 MB payload limit (413 ``Request Too Long``), a function that could not answer (DEFAULT_5XX);
+and a body that is not UTF-8 under a non-binary (or missing) Content-Type reaches the function as
+text, as API Gateway passes it, instead of failing in SAM's event construction.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import io
 import ipaddress
 import logging
 import sys
 import threading
-from typing import Callable, Dict, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional
 
-from .emulator import Emulator
+from .emulator import Emulator, PayloadTooLarge
 
 LOG = logging.getLogger(__name__)
 
@@ -44,6 +53,171 @@ class MediaTypes(list):
         if list.__contains__(self, mimetype):
             return True
         return any("*" in pattern and fnmatch.fnmatchcase(mimetype.lower(), pattern.lower()) for pattern in self)
+
+
+# API Gateway REST API quota: the largest request payload (body) it accepts.
+MAX_REQUEST_BODY_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GatewayResponse:
+    """What API Gateway answers itself for one response type (``AWS::Serverless::Api`` GatewayResponses)."""
+
+    status: int
+    body: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def wsgi(self, start_response) -> List[bytes]:
+        body = self.body.encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        start_response(f"{self.status} {_REASONS.get(self.status, 'Error')}", headers + list(self.headers.items()))
+        return [body]
+
+
+_REASONS = {403: "Forbidden", 404: "Not Found", 413: "Request Entity Too Large", 502: "Bad Gateway"}
+
+# API Gateway's own answers when the template does not customise them; DEFAULT_5XX covers every 5xx type
+# not given (a Lambda function error or malformed response is INTEGRATION_FAILURE, itself unset here).
+DEFAULT_GATEWAY_RESPONSES = {
+    "MISSING_AUTHENTICATION_TOKEN": GatewayResponse(403, '{"message":"Missing Authentication Token"}'),
+    "REQUEST_TOO_LARGE": GatewayResponse(413, '{"message":"Request Too Long"}'),
+    "DEFAULT_5XX": GatewayResponse(502, '{"message": "Internal server error"}'),
+}
+# Lambda refused the event (over its 6 MB payload limit): not a gateway response type, so not customisable.
+LAMBDA_PAYLOAD_TOO_LARGE = GatewayResponse(413, '{"message": "Request Too Long"}')
+
+
+def gateway_responses(stacks) -> Dict[str, GatewayResponse]:
+    """The ``GatewayResponses`` of the template's ``AWS::Serverless::Api`` resources (the first API that sets a
+    type wins), over API Gateway's defaults. Static header values are quoted (``"'value'"``) as in the template;
+    other mappings (``method.request...``) are not emulated."""
+    out = dict(DEFAULT_GATEWAY_RESPONSES)
+    seen = set()
+    for stack in stacks:
+        for resource in (stack.resources or {}).values():
+            if not isinstance(resource, dict) or resource.get("Type") != "AWS::Serverless::Api":
+                continue
+            for kind, spec in ((resource.get("Properties") or {}).get("GatewayResponses") or {}).items():
+                if kind in seen or not isinstance(spec, dict):
+                    continue
+                seen.add(kind)
+                default = out.get(kind, out["DEFAULT_5XX"] if kind.startswith("DEFAULT_5") else None)
+                templates = spec.get("ResponseTemplates") or {}
+                body = templates.get("application/json", next(iter(templates.values()), None))
+                headers = ((spec.get("ResponseParameters") or {}).get("Headers") or {})
+                out[kind] = GatewayResponse(
+                    status=int(spec.get("StatusCode") or (default.status if default else 500)),
+                    body=body if isinstance(body, str) else (default.body if default else ""),
+                    headers={k: v[1:-1] for k, v in headers.items()
+                             if isinstance(v, str) and len(v) >= 2 and v[0] == v[-1] == "'"},
+                )
+    return out
+
+
+class ApiGateway:
+    """WSGI middleware: what API Gateway itself answers, in front of SAM's LocalApigwService app."""
+
+    def __init__(self, service, responses: Optional[Mapping[str, GatewayResponse]] = None):
+        self.service = service
+        self.app = service._app
+        self.responses = dict(DEFAULT_GATEWAY_RESPONSES, **(responses or {}))
+        answer = service.service_response  # SAM's way out for a response the function gave (and CORS preflight)
+
+        def marked(body, headers, status_code):
+            response = answer(body, headers, status_code)
+            response.headers[_ANSWERED] = "1"
+            return response
+
+        service.service_response = marked
+
+    def routed(self, environ) -> bool:
+        """Whether the template has this method on this path (HEAD/OPTIONS only where declared, as on API
+        Gateway; Flask would add HEAD to every GET)."""
+        from samcli.local.apigw.local_apigw_service import LocalApigwService
+
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        try:
+            rule, _ = self.app.url_map.bind_to_environ(environ).match(return_rule=True, method=method)
+        except Exception:  # noqa: BLE001 - werkzeug NotFound / MethodNotAllowed / RequestRedirect
+            return False
+        return LocalApigwService._route_key(method, rule.endpoint) in self.service._dict_of_routes
+
+    def _text_body(self, environ, body: bytes) -> bytes:
+        """A non-binary body as API Gateway passes it: a UTF-8 string (SAM's decode would fail on other bytes)."""
+        content_type = environ.get("CONTENT_TYPE") or "application/json"  # API Gateway's default for REST APIs
+        mimetype = content_type.split(";", 1)[0].strip().lower()
+        if mimetype in self.service.api.binary_media_types:
+            return body
+        try:
+            body.decode("utf-8")
+            return body
+        except UnicodeDecodeError:
+            return body.decode("utf-8", errors="replace").encode("utf-8")
+
+    def __call__(self, environ, start_response) -> Iterable[bytes]:
+        if not self.routed(environ):
+            _drain(environ)
+            return self.responses["MISSING_AUTHENTICATION_TOKEN"].wsgi(start_response)
+        length = environ.get("CONTENT_LENGTH") or ""
+        if length.isdigit() and int(length) > MAX_REQUEST_BODY_BYTES:
+            _drain(environ)
+            return self.responses["REQUEST_TOO_LARGE"].wsgi(start_response)
+        body = _read_body(environ, MAX_REQUEST_BODY_BYTES + 1)
+        if len(body) > MAX_REQUEST_BODY_BYTES:  # a chunked body
+            _drain(environ)
+            return self.responses["REQUEST_TOO_LARGE"].wsgi(start_response)
+        body = self._text_body(environ, body)
+        environ = dict(environ, **{"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))})
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        answer: Dict[str, object] = {}
+
+        def capture(status, headers, exc_info=None):
+            answer.update(status=status, headers=headers)
+            return lambda data: None
+
+        chunks = self.app(environ, capture)
+        try:
+            payload = b"".join(chunks)
+        finally:
+            getattr(chunks, "close", lambda: None)()
+        status = str(answer.get("status", "500"))
+        headers = list(answer.get("headers", []))
+        if not any(name == _ANSWERED for name, _ in headers) and status[:1] == "5":
+            # SAM's own 5xx (ServiceErrorResponses): the function crashed, timed out or gave a malformed response
+            return self.responses["DEFAULT_5XX"].wsgi(start_response)
+        start_response(status, [(name, value) for name, value in headers if name != _ANSWERED])
+        return [payload]
+
+
+_ANSWERED = "X-Local-Lambda-Answered"  # internal: set on the function's responses, removed before sending
+
+
+def _body_chunks(environ, limit: Optional[int] = None) -> Iterator[bytes]:
+    """The request body (Content-Length, or chunked: werkzeug ends that stream), up to ``limit`` bytes."""
+    length = environ.get("CONTENT_LENGTH") or ""
+    if length.isdigit():
+        remaining = int(length) if limit is None else min(int(length), limit)
+    elif environ.get("wsgi.input_terminated"):
+        remaining = limit
+    else:
+        return  # no body
+    while remaining is None or remaining > 0:
+        chunk = environ["wsgi.input"].read(65536 if remaining is None else min(65536, remaining))
+        if not chunk:
+            return
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
+
+
+def _read_body(environ, limit: int) -> bytes:
+    return b"".join(_body_chunks(environ, limit))
+
+
+def _drain(environ) -> None:
+    """Read an unanswered body away, so that the connection's next request starts at a request line."""
+    for _ in _body_chunks(environ):
+        pass
 
 
 class _Api:
@@ -97,7 +271,11 @@ class EmulatorRunner:
 class ApiServer:
     """``LocalApigwService`` served by werkzeug on a loopback port, in the foreground or a thread."""
 
-    def __init__(self, api, runner: EmulatorRunner, host: str = "127.0.0.1", port: int = 3000):
+    def __init__(self, api, runner: EmulatorRunner, host: str = "127.0.0.1", port: int = 3000,
+                 responses: Optional[Mapping[str, GatewayResponse]] = None):
+        """``responses``: the template's gateway responses (:func:`gateway_responses`); API Gateway's
+        defaults otherwise."""
+        from flask import make_response
         from samcli.local.apigw.local_apigw_service import LocalApigwService
         from werkzeug.serving import make_server
 
@@ -106,7 +284,15 @@ class ApiServer:
         self.runner = runner
         self.service = LocalApigwService(api=self.api, lambda_runner=runner, port=port, host=host, stderr=None)
         self.service.create()
-        self.server = make_server(host, port, self.service._app, threaded=True)
+
+        def refused(exc: PayloadTooLarge):
+            stderr_sink(f"[local_lambda] 413: {exc}\n")
+            too_large = LAMBDA_PAYLOAD_TOO_LARGE
+            return make_response(too_large.body, too_large.status, {"Content-Type": "application/json"})
+
+        self.service._app.register_error_handler(PayloadTooLarge, refused)
+        self.gateway = ApiGateway(self.service, responses)
+        self.server = make_server(host, port, self.gateway, threaded=True)
         self.host, self.port = host, self.server.server_port
         self._thread: Optional[threading.Thread] = None
 

@@ -410,6 +410,8 @@ def _copy_step(plan: BuildPlan, stage: Stage, cmd: str, command, variables: Dict
 
 def parse(dockerfile_path: Union[str, Path]) -> BuildPlan:
     """Interpret a Dockerfile into a :class:`BuildPlan`; raise :class:`DockerfileError` when it can't."""
+    if not Path(dockerfile_path).is_file():
+        raise DockerfileError(f"Dockerfile {dockerfile_path} not found (or not a file)")
     commands = dockerfile.parse_file(str(dockerfile_path))
     variables: Dict[str, str] = {}
     global_args: Dict[str, str] = {}  # ARGs before the first FROM

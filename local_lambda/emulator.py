@@ -44,9 +44,33 @@ if TYPE_CHECKING:
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 
+# Lambda's synchronous invocation payload limit ("6 MB"): Lambda refuses a larger request with
+# RequestEntityTooLargeException ("Request must be smaller than 6291556 bytes for the InvokeFunction
+# operation") before the function runs. The RIE reads at most this many bytes and hands the runtime a
+# truncated event instead, so the limit is enforced here.
+MAX_SYNC_PAYLOAD_BYTES = 6_291_556
+
 
 class EmulatorError(RuntimeError):
     pass
+
+
+class PayloadTooLarge(EmulatorError):
+    """An event over Lambda's synchronous payload limit: Lambda refuses it and the function never runs."""
+
+    def __init__(self, size: int, source: str = "the event"):
+        super().__init__(
+            f"{source} is {size:,} bytes, over Lambda's synchronous invocation payload limit "
+            f"({MAX_SYNC_PAYLOAD_BYTES:,} bytes, \"6 MB\"): Lambda refuses it with RequestEntityTooLargeException "
+            "before the function runs (send a large image by URL)")
+        self.size = size
+
+
+def check_payload_size(data: bytes, source: str = "the event") -> bytes:
+    """``data`` if Lambda would accept it as a synchronous invocation payload, else :class:`PayloadTooLarge`."""
+    if len(data) > MAX_SYNC_PAYLOAD_BYTES:
+        raise PayloadTooLarge(len(data), source)
+    return data
 
 
 class _PortTaken(Exception):
@@ -356,15 +380,19 @@ class Emulator:
         return f"http://127.0.0.1:{self.port}{INVOKE_PATH}"
 
     def invoke_raw(self, payload: Union[bytes, str, Any]) -> InvokeResult:
-        """POST one event to the RIE (one at a time, like one Lambda execution environment)."""
-        if self.proc is None:
-            self.start()
+        """POST one event to the RIE (one at a time, like one Lambda execution environment).
+
+        An event over Lambda's synchronous payload limit raises :class:`PayloadTooLarge` without reaching
+        the function, as Lambda refuses it."""
         if isinstance(payload, str):
             data = payload.encode()
         elif isinstance(payload, bytes):
             data = payload
         else:
             data = json.dumps(payload).encode()
+        check_payload_size(data)
+        if self.proc is None:
+            self.start()
         request = urllib.request.Request(self.url, data=data, method="POST")
         with self._invoke_lock:
             started = time.perf_counter()

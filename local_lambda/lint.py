@@ -44,11 +44,17 @@ def lint_dockerfile(dockerfile: Union[str, Path], fail_on: str = "error") -> Lis
 
     Inline ``# hadolint ignore=DLxxxx`` comments in the Dockerfile are honoured by hadolint itself.
     """
+    if not Path(dockerfile).is_file():
+        raise LintError(f"cannot lint {dockerfile}: no such file (or not a file)")
     proc = subprocess.run(
         [hadolint_executable(), "--no-fail", "--format", "json", str(dockerfile)],
         capture_output=True,
         text=True,
     )
+    # With --no-fail, findings exit 0: any other exit status means hadolint did not lint the file.
+    if proc.returncode != 0:
+        detail = next((line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()), "no output")
+        raise LintError(f"hadolint failed on {dockerfile} (exit {proc.returncode}): {detail}")
     try:
         raw = json.loads(proc.stdout or "[]")
     except json.JSONDecodeError as exc:

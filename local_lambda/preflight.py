@@ -191,6 +191,8 @@ class ImageView:
     # image paths (files or directories) that a build stage's RUN python -m makes: (RUN line, stage)
     generated: Dict[str, Tuple[int, str]] = field(default_factory=dict)
     runs: List[Tuple[int, str]] = field(default_factory=list)  # this stage's lineage's RUN python -m
+    # RUN python -m line -> the files under its path arguments when it runs (what it makes its output from)
+    run_inputs: Dict[int, Dict[str, Provided]] = field(default_factory=dict)
 
     def has_dir(self, image_path: str) -> bool:
         prefix = image_path.rstrip("/") + "/"
@@ -233,6 +235,8 @@ class Project:
 
     # Dockerfile ---------------------------------------------------------------------------------
     def _from(self) -> Tuple[str, int]:
+        if not self.dockerfile.is_file():
+            return "", 0  # check 3 reports it (plan_error)
         if self.plan is not None:
             for command in dp.dockerfile.parse_file(str(self.dockerfile)):
                 if command.cmd.upper() == "FROM":
@@ -300,6 +304,9 @@ class Project:
         for step in stage.steps:
             if isinstance(step, dp.PythonModuleStep):
                 view.runs.append((step.line, stage.label))
+                args = [posixpath.normpath(posixpath.join(stage.workdir, a)) for a in step.args if not a.startswith("-")]
+                view.run_inputs[step.line] = {p: prov for p, prov in view.files.items()
+                                              if any(p == a or p.startswith(a + "/") for a in args)}
             elif isinstance(step, dp.CopyStep) and step.from_stage is not None:
                 self._copy_from_stage(step, view, views[step.from_stage])
             elif isinstance(step, dp.CopyStep):
@@ -894,6 +901,91 @@ def _is_lfs_pointer(path: Path) -> bool:
         return False
 
 
+def _is_onnx_model(path: Path) -> bool:
+    """Whether ``path`` parses as a protobuf message with a graph (ModelProto field 7), as an ONNX model
+    does; read field by field (payloads skipped), so a large model costs a few reads."""
+    def varint(fh) -> Optional[int]:
+        value = shift = 0
+        while True:
+            byte = fh.read(1)
+            if not byte or shift > 63:
+                return None
+            value |= (byte[0] & 0x7F) << shift
+            shift += 7
+            if not byte[0] & 0x80:
+                return value
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            has_graph = False
+            while fh.tell() < size:
+                key = varint(fh)
+                if not key or key >> 3 == 0:
+                    return False
+                wire = key & 7
+                if wire == 0:
+                    if varint(fh) is None:
+                        return False
+                elif wire in (1, 5):
+                    fh.seek(8 if wire == 1 else 4, 1)
+                elif wire == 2:
+                    length = varint(fh)
+                    if length is None or fh.tell() + length > size:
+                        return False
+                    fh.seek(length, 1)
+                    has_graph = has_graph or key >> 3 == 7
+                else:
+                    return False
+            return has_graph and fh.tell() == size
+    except OSError:
+        return False
+
+
+def _source_file_problems(project: Project, label: str, source: Path, reported: Set[Path]) -> List[str]:
+    """An empty file, a Git LFS pointer, or a ``.onnx`` that is no ONNX model, where a named file comes from
+    (each source reported once: it is added to ``reported``)."""
+    shown = project.display(source)
+    if source in reported:
+        return []
+    if source.stat().st_size == 0:
+        problem = f"{label}: {shown} is empty: put the real file there (e.g. re-export or 'git checkout' it)"
+    elif _is_lfs_pointer(source):
+        problem = f"{label}: {shown} is a Git LFS pointer, not the file: run 'git lfs pull' before building"
+    elif source.suffix == ".onnx" and not _is_onnx_model(source):
+        problem = (f"{label}: {shown} is not an ONNX model (no graph in the protobuf): put the real model there "
+                   "(e.g. re-export it)")
+    else:
+        return []
+    reported.add(source)
+    return [problem]
+
+
+def _generated_from(project: Project, label: str, path: str, made: Tuple[int, str], problems: List[str],
+                    reported: Set[Path]) -> str:
+    """Check the source of ``path``, which a build stage's ``RUN python -m`` makes from the files under its
+    arguments: the input of the same name must be COPYed and be a real file. Returns a note for the details."""
+    inputs = project.image.run_inputs.get(made[0]) or {}
+    if not inputs:
+        return ""  # the RUN makes it from nothing the Dockerfile copies: trusted, as before
+    name = PurePosixPath(path).name
+    same = [prov for p, prov in sorted(inputs.items()) if PurePosixPath(p).name == name]
+    if not same:
+        siblings = sorted({prov.source for prov in inputs.values() if prov.source.suffix == PurePosixPath(path).suffix}
+                          or {prov.source for prov in inputs.values()})
+        expected = siblings[0].parent / name
+        problems.append(
+            f"{label} is made at build time by RUN line {made[0]} (stage {made[1]}) from the files it is given, "
+            f"but {project.display(expected)} does not exist in the build context (it has "
+            f"{', '.join(project.display(s) for s in siblings[:5])}): the image would have no {name} and every "
+            f"invoke fails; put the file at {project.display(expected)} or point the variable at one that "
+            "exists")
+        return ""
+    source = same[0].source
+    problems += _source_file_problems(project, label, source, reported)
+    return f" from {project.display(source)} (COPY line {same[0].line})"
+
+
 def _python_files(project: Project) -> Dict[str, Provided]:
     return {p: prov for p, prov in sorted(project.image.files.items()) if p.endswith(".py")}
 
@@ -942,7 +1034,7 @@ def check_files(project: Project) -> CheckResult:
             checked.append(f"handler {handler}")
     # paths named by the environment (template Variables + Dockerfile ENV)
     variables = {**project.plan.env, **{k: str(v) for k, v in project.fn.variables.items() if v is not None}}
-    lfs_pointers: Set[Path] = set()  # reported once, by the variable naming them when there is one
+    reported: Set[Path] = set()  # bad source files, reported once, by the variable naming them when there is one
     for name, value in sorted(variables.items()):
         for item in str(value).replace(",", ":").split(":"):
             if not item.startswith(dp.IMAGE_TASK_ROOT + "/"):
@@ -951,22 +1043,17 @@ def check_files(project: Project) -> CheckResult:
             if path in view.files:
                 source = view.files[path].source
                 checked.append(f"{name}={path} <- {project.display(source)} (COPY line {view.files[path].line})")
-                if source.stat().st_size == 0:
-                    problems.append(f"{name}={path}: {project.display(source)} is empty")
-                elif _is_lfs_pointer(source):
-                    lfs_pointers.add(source)
-                    problems.append(f"{name}={path}: {project.display(source)} is a Git LFS pointer, not the "
-                                    "file: run 'git lfs pull' before building")
+                problems += _source_file_problems(project, f"{name}={path}", source, reported)
             elif view.has_dir(path):
                 checked.append(f"{name}={path}/ (directory)")
             elif (made := view.made_by(path)) is not None:
-                checked.append(f"{name}={path} <- made at build time by RUN line {made[0]} (stage {made[1]})")
+                made_from = _generated_from(project, f"{name}={path}", path, made, problems, reported)
+                checked.append(f"{name}={path} <- made at build time by RUN line {made[0]} (stage {made[1]}){made_from}")
             else:
                 problems.append(f"{name}={path} (template/ENV) is not in the image: {explain_missing(project, path)}")
-    for source in sorted(view.used_sources - lfs_pointers):
-        if source.suffix not in (".py", ".txt") and _is_lfs_pointer(source):
-            problems.append(f"{project.display(source)} (COPYed into the image) is a Git LFS pointer, not the "
-                            "file: run 'git lfs pull' before building")
+    for source in sorted(view.used_sources):  # every model COPYed (a build stage converts them all), other data
+        if source.suffix == ".onnx" or (source.suffix not in (".py", ".txt") and _is_lfs_pointer(source)):
+            problems += _source_file_problems(project, "COPYed into the image", source, reported)
     # the code: imports of its own modules, literal /var/task paths
     py_files = _python_files(project)
     top_level = {PurePosixPath(p).relative_to(dp.IMAGE_TASK_ROOT).parts[0].removesuffix(".py") for p in py_files}

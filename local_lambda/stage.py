@@ -374,6 +374,8 @@ def stage(
     dockerfile = Path(dockerfile).resolve()
     context = Path(context).resolve() if context else dockerfile.parent
     build_dir = Path(build_dir).resolve()
+    if not dockerfile.is_file():
+        raise StageError(f"Dockerfile {dockerfile} not found (or not a file)")
     warnings: List[str] = []
     if lint:
         try:

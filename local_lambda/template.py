@@ -1,8 +1,9 @@
 """Read a function's configuration from a SAM template with SAM CLI's own providers.
 
 ``SamLocalStackProvider`` + ``SamFunctionProvider`` are what ``sam local invoke`` uses: they parse the
-CloudFormation YAML (``!Ref``/``!Sub``/... tags), apply ``Globals``, resolve parameters (defaults,
-overrides, pseudo parameters) and make ``Metadata.DockerContext`` absolute.
+CloudFormation YAML (``!Ref``/``!Sub``/... tags), apply ``AWS::LanguageExtensions`` (as ``sam local
+--language-extensions``) and ``Globals``, resolve parameters (defaults, overrides, pseudo parameters)
+and make ``Metadata.DockerContext`` absolute.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def load_stacks(template: Union[str, Path], parameter_overrides: Optional[Mappin
     template = Path(template)
     if not template.is_file():
         raise TemplateError(f"template {template} not found")
-    stacks, _ = SamLocalStackProvider.get_stacks(str(template), parameter_overrides=dict(parameter_overrides or {}))
+    # language_extensions_enabled: AWS::LanguageExtensions (Fn::If in Cors/Auth/GatewayResponses, Fn::ForEach...)
+    # is resolved first, as `sam local --language-extensions` (set in samconfig.toml) and CloudFormation do.
+    stacks, _ = SamLocalStackProvider.get_stacks(str(template), parameter_overrides=dict(parameter_overrides or {}),
+                                                 language_extensions_enabled=True)
     return stacks
 
 

@@ -106,3 +106,42 @@ def test_project_template():
     assert fn.timeout_s < 29  # below API Gateway's integration timeout
     env, _ = function_environment(fn, "classifier.handler.lambda_handler", {}, shell_env={})
     assert set(fn.variables) <= set(env)
+
+
+def test_language_extensions_are_applied_like_sam_local(tmp_path):
+    """samconfig.toml sets language_extensions for sam local: Fn::Length / Fn::ToJsonString (and the Fn::If in
+    the project's Cors) must be resolved, not left as raw intrinsics."""
+    template = tmp_path / "template.yaml"
+    template.write_text(textwrap.dedent("""
+        AWSTemplateFormatVersion: "2010-09-09"
+        Transform: [AWS::LanguageExtensions, AWS::Serverless-2016-10-31]
+        Parameters:
+          Hosts: {Type: CommaDelimitedList, Default: "a.example.com,b.example.com"}
+        Resources:
+          Fn:
+            Type: AWS::Serverless::Function
+            Properties:
+              PackageType: Image
+              Environment:
+                Variables:
+                  HOST_COUNT: {"Fn::Length": {"Ref": Hosts}}
+                  CONFIG: {"Fn::ToJsonString": {"hosts": {"Ref": Hosts}}}
+            Metadata: {Dockerfile: Dockerfile, DockerContext: ., DockerTag: v1}
+    """))
+    fn = read_function(template)
+    assert fn.variables == {"HOST_COUNT": 2, "CONFIG": '{"hosts":["a.example.com","b.example.com"]}'}
+    assert read_function(template, parameter_overrides={"Hosts": "x.com"}).variables["HOST_COUNT"] == 1
+
+
+@pytest.mark.parametrize("origin", ["", "https://app.example.com"])
+def test_project_cors_follows_the_parameter(origin):
+    from local_lambda.apigw import build_api
+    from local_lambda.template import load_stacks
+
+    api = build_api(load_stacks(REPO / "template.yaml", {"CorsAllowOrigin": origin}), cwd=str(REPO))
+    methods = {route.path: set(route.methods) for route in api.routes}
+    if origin:
+        assert api.cors.allow_origin == origin and api.cors.allow_headers == "Content-Type,X-Api-Key"
+        assert api.cors.max_age == "600" and methods == {"/predict": {"POST", "OPTIONS"}, "/model": {"GET", "OPTIONS"}}
+    else:  # empty: no CORS at all, no OPTIONS routes
+        assert api.cors is None and methods == {"/predict": {"POST"}, "/model": {"GET"}}

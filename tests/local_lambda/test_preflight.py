@@ -259,6 +259,29 @@ def test_a_git_lfs_pointer_instead_of_the_model(project):
     assert "Git LFS pointer" in message and "git lfs pull" in message
 
 
+def test_the_model_source_a_build_stage_converts_is_missing(project):
+    """MODEL_PATH is made by the model stage's RUN from model/<name>.onnx: without that file the build
+    still succeeds (the RUN converts whatever is there) and every invoke fails, so preflight must fail."""
+    (project / "predict_function" / "model" / "model.onnx").unlink()  # the hard link only
+    message = _only_failure(_preflight(project, "files"), "files")
+    assert "MODEL_PATH=/var/task/model/model.onnx is made at build time by RUN line" in message
+    assert "predict_function/model/model.onnx does not exist in the build context" in message
+    assert "(it has predict_function/model/model-int8.onnx)" in message
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model-int8.onnx"])
+@pytest.mark.parametrize("content, why", [(b"", "is empty"), (b"<html>404 Not Found</html>\n", "is not an ONNX model")])
+def test_an_empty_or_non_onnx_model_source(project, name, content, why):
+    model = project / "predict_function" / "model" / name
+    model.unlink()  # the hard link only
+    model.write_bytes(content)
+    message = _only_failure(_preflight(project, "files"), "files")
+    assert f"predict_function/model/{name} {why}" in message
+    assert message.count(f"predict_function/model/{name}") == 1  # reported once
+    if name == "model.onnx":
+        assert message.startswith("MODEL_PATH=/var/task/model/model.onnx: ")
+
+
 # -- 4. build context size ----------------------------------------------------------------------
 
 
