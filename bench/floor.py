@@ -11,8 +11,9 @@ What is timed (medians of ``repeats`` after one warm-up; milliseconds):
 
 * ``decode``: ``Image.open(BytesIO(data)); image.load()``: the full-size decode every handler must do
   at least once (no orientation, no mode conversion, no copy);
-* ``decode_draft``: the same with ``image.draft("RGB", (256, 256))`` first (JPEG only: the decoder's
-  DCT scaling to 1/2, 1/4 or 1/8 while keeping both sides >= 256 px);
+* ``decode_draft``: the same with ``image.draft("RGB", size)`` first, ``size`` from the handler's own
+  ``classifier.spec.draft_size`` (JPEG only: the decoder's DCT scaling to 1/2, 1/4 or 1/8 that keeps
+  twice the model's resolution inside the center crop, as the handler decodes it);
 * ``handler_decode``: our ``classifier.decode.decode_image`` (format allow-list, pixel check, load,
   EXIF transpose, RGB);
 * ``handler_decode_after_run``: the same, each time right after an inference with our session
@@ -65,7 +66,7 @@ def main(config: dict) -> dict:
 
     from classifier.decode import decode_image
     from classifier.model import session_options
-    from classifier.spec import ModelCard, preprocess
+    from classifier.spec import ModelCard, draft_size, preprocess
 
     repeats = int(config.get("repeats", 15))
     model_path = config["model_path"]
@@ -100,7 +101,7 @@ def main(config: dict) -> dict:
         if first.format == "JPEG":
             def decode_draft():
                 image = Image.open(io.BytesIO(data))
-                image.draft("RGB", (256, 256))
+                image.draft("RGB", draft_size(spec, *image.size))
                 image.load()
                 return image
 

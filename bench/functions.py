@@ -92,8 +92,10 @@ def baseline_context(build_dir: Path) -> Path:
 
 
 def stage_functions(build_dir: Path, image_port: int, cache_dir: Optional[Path] = None,
-                    parameters: Optional[Dict[str, str]] = None) -> Dict[str, StagedFunction]:
-    """``parameters``: template parameter overrides for ours (e.g. ``{"ModelVariant": "int8"}``)."""
+                    parameters: Optional[Dict[str, str]] = None,
+                    baseline_env: Optional[Dict[str, str]] = None) -> Dict[str, StagedFunction]:
+    """``parameters``: template parameter overrides for ours (e.g. ``{"ModelVariant": "int8"}``);
+    ``baseline_env``: variables added to the baseline image's ENV (e.g. ours' OPENBLAS_NUM_THREADS=1)."""
     build_dir = Path(build_dir).resolve()
     cache = Path(cache_dir or os.environ.get("LOCAL_LAMBDA_CACHE_DIR") or DEFAULT_CACHE).resolve()
     stage_dir = build_dir / "stage"
@@ -113,6 +115,6 @@ def stage_functions(build_dir: Path, image_port: int, cache_dir: Optional[Path] 
                  cache_dir=cache, lint=False)
     baseline = StagedFunction(
         BASELINE, "BaselineFunction", Path(base.task_root), base.handler, Path(base.runtime_python),
-        dict(base.image_env), {}, fn.memory_mb, fn.timeout_s, ("app.py",), base.seconds,
+        {**base.image_env, **(baseline_env or {})}, {}, fn.memory_mb, fn.timeout_s, ("app.py",), base.seconds,
     )
     return {OURS: ours, BASELINE: baseline}

@@ -161,7 +161,8 @@ def render(results: Dict[str, Any]) -> str:
         f"{meta['sessions']} fresh starts per function (interleaved), {meta['warm_rounds_per_session']} warm rounds "
         f"per start ({_pause(meta)}); medians; commit {str(meta.get('git_commit'))[:10]}; load avg (1 min) before/after "
         f"{meta.get('loadavg_1m_before_after')}",
-        f"models: ours {meta.get('model_ours', 'model.onnx')} {meta.get('parameter_overrides') or ''}, baseline model.onnx",
+        f"models: ours {meta.get('model_ours', 'model.onnx')} {meta.get('parameter_overrides') or ''}, baseline model.onnx"
+        + (f"; baseline ENV + {meta['baseline_env']}" if meta.get("baseline_env") else ""),
         "",
     ]
     header = f"{'metric':<40} {'ours':>10} {'baseline':>10} {'ours/base':>9} {'floor':>10}"

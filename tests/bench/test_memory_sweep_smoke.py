@@ -36,6 +36,15 @@ def test_cost_is_billed_seconds_times_gigabytes_times_price_plus_the_request_fee
     assert summary["usd_per_million"] == pytest.approx(1e6 * (0.020 * 2 * 0.00001 + 0.0000002))
 
 
+def test_cost_prices_the_mean_billed_duration_not_the_median():
+    # Below one vCPU the tail is long: a million requests cost a million times the mean.
+    session = {"cold_start_s": 0.3, "cold_billed_ms": 300, "warm_ms": {"jpeg_1mp_url": [20.0] * 4},
+               "billed_ms": {"jpeg_1mp_url": [20, 20, 20, 100]}}
+    summary = memory_sweep.summarize([session], 1024, gb_second_usd=0.00001, request_usd=0.0)
+    assert summary["billed_p50_ms"]["jpeg_1mp_url"] == 20 and summary["billed_mean_ms"]["jpeg_1mp_url"] == 40
+    assert summary["usd_per_million"] == pytest.approx(1e6 * 0.040 * 1 * 0.00001)
+
+
 def test_a_sweep_at_one_size_prices_both_functions(tmp_path, capsys):
     probe, why = CpuQuota.create(1769, name="memory-sweep-probe")
     if probe is None:
