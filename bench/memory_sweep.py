@@ -97,11 +97,11 @@ def render(summary: Dict[int, Dict[str, dict]], meta: dict) -> str:
     lines = [
         f"MemorySize sweep: {meta['sessions']} fresh starts per function and size (interleaved), {meta['warm']} warm "
         f"rounds each (back to back); CPU quota MemorySize/1769 CPUs; medians",
-        f"cost: Billed Duration p50 of a warm {COST_INPUT} request x GB x ${meta['gb_second_usd']}/GB-s + "
+        f"cost: mean Billed Duration of a warm {COST_INPUT} request x GB x ${meta['gb_second_usd']}/GB-s + "
         f"${meta['request_usd'] * 1e6:.2f} per million requests",
         "",
         f"{'MB':>5} {'CPUs':>5} {'function':9} {'cold s':>7} {'cold billed':>11} {'PNG p50':>8} {'1 MP p50':>8} "
-        f"{'1 MP p95':>8} {'12 MP p50':>9} {'1 MP billed':>11} {'$ / 1M (1 MP)':>13}",
+        f"{'1 MP p95':>8} {'12 MP p50':>9} {'1 MP billed mean':>16} {'$ / 1M (1 MP)':>13}",
     ]
     for size, by_function in summary.items():
         for name, s in by_function.items():
@@ -111,7 +111,7 @@ def render(summary: Dict[int, Dict[str, dict]], meta: dict) -> str:
                 f"{size:>5} {lambda_cpus(size):>5.2f} {name:9} {s['cold_start_s']:>7.3f} "
                 f"{_ms(s['cold_billed_ms']):>11} {p50.get('png_0.3mp_url', 0):>8.1f} {p50.get('jpeg_1mp_url', 0):>8.1f} "
                 f"{p95.get('jpeg_1mp_url', 0):>8.1f} {p50.get('jpeg_12mp_url', 0):>9.1f} "
-                f"{_ms(s['billed_p50_ms'].get(COST_INPUT)):>11} {'-' if cost is None else f'{cost:.2f}':>13}")
+                f"{_ms((s.get('billed_mean_ms') or {}).get(COST_INPUT)):>16} {'-' if cost is None else f'{cost:.2f}':>13}")
     return "\n".join(lines)
 
 
