@@ -902,43 +902,14 @@ def _is_lfs_pointer(path: Path) -> bool:
 
 
 def _is_onnx_model(path: Path) -> bool:
-    """Whether ``path`` parses as a protobuf message with a graph (ModelProto field 7), as an ONNX model
-    does; read field by field (payloads skipped), so a large model costs a few reads."""
-    def varint(fh) -> Optional[int]:
-        value = shift = 0
-        while True:
-            byte = fh.read(1)
-            if not byte or shift > 63:
-                return None
-            value |= (byte[0] & 0x7F) << shift
-            shift += 7
-            if not byte[0] & 0x80:
-                return value
+    """Whether ``path`` parses as an ONNX ``ModelProto`` with a graph (onnx, a pinned dev dependency;
+    external weights are not read)."""
+    import onnx
+    from google.protobuf.message import DecodeError
 
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            has_graph = False
-            while fh.tell() < size:
-                key = varint(fh)
-                if not key or key >> 3 == 0:
-                    return False
-                wire = key & 7
-                if wire == 0:
-                    if varint(fh) is None:
-                        return False
-                elif wire in (1, 5):
-                    fh.seek(8 if wire == 1 else 4, 1)
-                elif wire == 2:
-                    length = varint(fh)
-                    if length is None or fh.tell() + length > size:
-                        return False
-                    fh.seek(length, 1)
-                    has_graph = has_graph or key >> 3 == 7
-                else:
-                    return False
-            return has_graph and fh.tell() == size
-    except OSError:
+        return onnx.load_model(str(path), load_external_data=False).HasField("graph")
+    except (DecodeError, OSError, ValueError):
         return False
 
 
