@@ -76,10 +76,10 @@ def summarize(runs: List[dict], size: int, gb_second_usd: float, request_usd: fl
             warm.setdefault(key, []).extend(values)
         for key, values in run["billed_ms"].items():
             billed.setdefault(key, []).extend(values)
+    billed_mean = {key: statistics.fmean(values) for key, values in billed.items() if values}
     # A million requests cost a million times the MEAN billed duration: below one vCPU the tail is
     # long (1 MP p95 63 ms at 1024 MB), and a median would price it away.
-    cost_samples = billed.get(COST_INPUT, [])
-    cost_billed = statistics.fmean(cost_samples) if cost_samples else None
+    cost_billed = billed_mean.get(COST_INPUT)
     cold_billed = [r["cold_billed_ms"] for r in runs if r["cold_billed_ms"] is not None]
     return {
         "cold_start_s": statistics.median(r["cold_start_s"] for r in runs),
@@ -87,7 +87,7 @@ def summarize(runs: List[dict], size: int, gb_second_usd: float, request_usd: fl
         "warm_p50_ms": {key: percentile(values, 50) for key, values in warm.items()},
         "warm_p95_ms": {key: percentile(values, 95) for key, values in warm.items()},
         "billed_p50_ms": {key: percentile(values, 50) for key, values in billed.items()},
-        "billed_mean_ms": {key: statistics.fmean(values) for key, values in billed.items() if values},
+        "billed_mean_ms": billed_mean,
         "usd_per_million": (None if cost_billed is None else
                             1e6 * (cost_billed / 1000.0 * size / 1024.0 * gb_second_usd + request_usd)),
     }
