@@ -91,3 +91,80 @@ def test_help(capsys):
         run.parse_args(["--help"])
     assert exc.value.code == 0
     assert "--quick" in capsys.readouterr().out
+
+
+def test_baseline_env_reaches_the_baseline_runtime_only(tmp_path):
+    """--baseline-env: the baseline's runtime gets the variables (e.g. ours' OPENBLAS_NUM_THREADS=1); ours does not."""
+    from bench.functions import BASELINE, OURS, stage_functions
+
+    functions = stage_functions(tmp_path, 8000, baseline_env={"OPENBLAS_NUM_THREADS": "1", "BENCH_MARK": "x"})
+    assert functions[BASELINE].environment()["OPENBLAS_NUM_THREADS"] == "1"
+    assert functions[BASELINE].environment()["BENCH_MARK"] == "x"
+    assert "BENCH_MARK" not in functions[OURS].environment()
+    assert "OPENBLAS_NUM_THREADS" not in stage_functions(tmp_path, 8000)[BASELINE].environment()
+
+
+class _RecordingEmulator:
+    """Stands in for the RIE in run_session: answers every event with one prediction, records the order."""
+
+    cold_start_s = 0.1
+    logs = ""
+
+    def __init__(self):
+        self.events = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def invoke_raw(self, event):
+        self.events.append(event.get("key"))
+
+        class Result:
+            status, seconds, text = 200, 0.001, ""
+
+            @staticmethod
+            def json():
+                return {"predictions": [{"label": "x", "score": 1.0}]}
+
+        return Result()
+
+    def runtime_cpu_ms(self):
+        return 1.0
+
+    def runtime_memory_mb(self):
+        return {"peak_rss": 1.0}
+
+
+def test_warm_rounds_shuffle_the_inputs_the_same_way_for_both_functions():
+    from bench.run import COLD_START_INPUT, run_session
+
+    keys = [COLD_START_INPUT] + [f"input{i}" for i in range(4)]
+    inputs = {key: {"key": key} for key in keys}
+
+    def orders(seed):
+        emulator = _RecordingEmulator()
+        fn = type("Fn", (), {"name": "f", "emulator": lambda self, cpu_quota=None: emulator})()
+        run_session(fn, inputs, warm=12, seed=seed)
+        warm = emulator.events[1 + len(keys):]  # after the cold start and one warm-up per input
+        return [warm[i:i + len(keys)] for i in range(0, len(warm), len(keys))]
+
+    rounds = orders(seed=3)
+    assert rounds == orders(seed=3) and rounds != orders(seed=4)  # same seed, same orders: ours and baseline alike
+    assert all(sorted(r) == sorted(keys) for r in rounds)
+    followers = {(a, b) for r in rounds for a, b in zip(r, r[1:])}
+    assert len(followers) > len(keys) + 2  # a rotation only ever gives len(keys) distinct neighbour pairs
+
+
+def test_stage_timings_leave_out_the_cold_start_and_each_inputs_warm_up():
+    import json as _json
+
+    def line(cold, size, total):
+        return _json.dumps({"message": "request served", "cold_start": cold, "input_kind": "url",
+                            "image_size": size, "timings_ms": {"total": total}})
+
+    logs = "\n".join([line(True, "8x8", 900), line(False, "8x8", 50), line(False, "4x4", 60),
+                      line(False, "8x8", 5), line(False, "4x4", 6)])
+    assert run._stage_timings(logs) == {"url 8x8": {"total": [5.0]}, "url 4x4": {"total": [6.0]}}

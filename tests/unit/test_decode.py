@@ -151,3 +151,21 @@ def test_the_reduced_decode_keeps_its_headroom_on_the_upright_image(orientation)
     assert decoded.size[0] < decoded.size[1]  # upright
     assert decoded.width >= DRAFT_HEADROOM * spec.width and decoded.height >= DRAFT_HEADROOM * spec.height
     assert decoded.size == (600, 800)  # 1/2: 1/4 (300x400) would leave 1.5x the model's width
+
+
+def test_pillow_user_warnings_stay_out_of_the_logs():
+    # A JPEG with garbage EXIF makes Pillow warn "Corrupt EXIF data" on every decode: two stray
+    # stderr lines per request in CloudWatch. The decode ignores Pillow's UserWarnings.
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from classifier.decode import decode_image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, "JPEG", exif=b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert decode_image(buffer.getvalue(), 50_000_000).size == (16, 16)
+    assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]
