@@ -188,6 +188,12 @@ def _validate(mode: str, config: QuantConfig) -> None:
         raise ExportError(f"calibration views must be >= 1, got {config.views}")
 
 
+def _check_min_agreement(min_agreement: float) -> None:
+    """A fraction in [0, 1]: above 1 the gate could never pass, below 0 (or NaN) it would be no gate."""
+    if not 0.0 <= min_agreement <= 1.0:  # also False for NaN
+        raise ExportError(f"min_agreement must be a fraction in [0, 1], got {min_agreement!r}")
+
+
 def quantize(
     fp32_path: str | Path,
     output: str | Path,
@@ -204,8 +210,10 @@ def quantize(
     ``calibration`` (default :func:`calibration_photos`) feeds static calibration, each photo
     as ``config.views`` views; keep it disjoint from ``photos`` so the agreement is measured on
     held-out images. Raises :class:`QuantizationError` (after nothing was written) when it
-    disagrees too much.
+    disagrees too much, and :class:`ExportError` (before any work) when ``min_agreement`` is not a
+    fraction in [0, 1].
     """
+    _check_min_agreement(min_agreement)
     _validate(mode, config)
     import onnx
 

@@ -201,6 +201,48 @@ def test_failed_int8_gate_leaves_the_previous_output_alone(tmp_path, monkeypatch
     assert "refusing to write" in err and f"not written either: {out} is left as it was" in err
 
 
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_dict_outputs_pair_by_key_in_the_dicts_own_order(tmp_path, monkeypatch, photos, exporter):
+    # Both torch.onnx exporters flatten a returned dict in its own (insertion) order, like
+    # predictor(): ONNX output i is the dict's i-th key, "b" before "a" (not sorted, unlike tf2onnx).
+    import torch
+
+    from torch_models import dict_heads
+
+    if exporter == "torchscript":  # the fallback path, taken when the dynamo exporter fails
+        export = torch.onnx.export
+
+        def no_dynamo(*args, **kwargs):
+            if kwargs.get("dynamo"):
+                raise RuntimeError("dynamo exporter off for this test")
+            return export(*args, **kwargs)
+
+        monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+    out = tmp_path / "heads.onnx"
+    assert main(["pytorch", "torch_models:dict_heads", "--size", "16", "--preset", "unit",
+                 "--output", str(out)]) == 0  # the parity check inside passed
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [(o.name, o.shape[1]) for o in session.get_outputs()] == [("output_0", 6), ("output_1", 2)]
+    card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
+    x = batch(photos, card)
+    with torch.no_grad():
+        expected = dict_heads()(torch.from_numpy(x))
+    got = session.run(None, {"input": x})
+    np.testing.assert_allclose(got[0], expected["b"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(got[1], expected["a"].numpy(), atol=1e-6)
+    predicted = torch_source.predictor(dict_heads())(x)
+    assert [p.shape[1] for p in predicted] == [6, 2]
+
+    # the parity check does compare by position: the dict's values in sorted-key order would fail it
+    def sorted_keys(batch_):
+        with torch.no_grad():
+            heads = dict_heads()(torch.from_numpy(batch_))
+        return [heads[key].numpy() for key in sorted(heads)]
+
+    report = check_parity(out, sorted_keys, photos=photos)
+    assert not report.ok and "photos/output_0: shape (7, 6) from ONNX, (7, 2) from source" in report.mismatches
+
+
 def test_committed_models_carry_no_build_paths():
     for path in (DEFAULT_MODEL, DEFAULT_MODEL.with_name("model-int8.onnx")):
         data = path.read_bytes()

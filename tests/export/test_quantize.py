@@ -12,7 +12,7 @@ import pytest
 
 from classifier.spec import ModelCard
 from model_export.__main__ import main
-from model_export.errors import QuantizationError
+from model_export.errors import ExportError, QuantizationError
 from model_export.metadata import read_card
 from model_export.parity import PHOTOS
 from model_export.quantize import CALIBRATION_PHOTOS, QuantConfig, calibration_photos, quantize, with_views
@@ -67,9 +67,26 @@ def test_committed_int8_variant_is_what_make_model_int8_writes(static_int8):
 
 
 def test_refuses_below_threshold(tmp_path, photos):
+    # dynamic (weights only) flips 2 of the 7 photos (model_export/README.md): below the default 1.0
     out = tmp_path / "refused.onnx"
     with pytest.raises(QuantizationError, match="refusing to write"):
-        quantize(DEFAULT_MODEL, out, photos, mode="static", min_agreement=1.01)
+        quantize(DEFAULT_MODEL, out, photos, mode="dynamic", min_agreement=1.0)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.01, float("nan")])
+def test_min_agreement_outside_0_1_is_refused_before_any_work(tmp_path, monkeypatch, bad):
+    # like the CLI's --min-agreement: above 1 the gate could never pass, below 0 (or NaN) is no gate
+    import model_export.quantize
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("quantize started working on a bad min_agreement")
+
+    monkeypatch.setattr(model_export.quantize, "read_card", no_work)
+    monkeypatch.setattr(model_export.quantize, "_quantize_file", no_work)
+    out = tmp_path / "never.onnx"
+    with pytest.raises(ExportError, match=r"min_agreement must be a fraction in \[0, 1\], got "):
+        quantize(DEFAULT_MODEL, out, [], min_agreement=bad)
     assert not out.exists()
 
 

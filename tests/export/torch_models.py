@@ -42,3 +42,16 @@ def channel_means():
 def channel_means_reversed():
     """Ranks the channels the other way round: top-1 differs from channel_means on most photos."""
     return _channel_means(reverse=True)
+
+
+def dict_heads():
+    """Returns a dict whose keys are not in sorted order ("b" then "a"), heads of different
+    widths and values: "b" the 6 channel means and their negatives, "a" the first 2 reversed."""
+    import torch
+
+    class DictHeads(torch.nn.Module):
+        def forward(self, x):
+            means = x.mean(dim=(2, 3))
+            return {"b": torch.cat([means, -means], dim=1), "a": means.flip(1)[:, :2]}
+
+    return DictHeads().eval()
