@@ -50,9 +50,9 @@ def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telem
         with record.timed("preprocess"):
             tensor = preprocess(image, classifier.card.preprocessing)
         with record.timed("inference"):
-            scores = classifier.scores(tensor)
-        top = classifier.top_k(scores, request.top_k or settings.default_top_k)
-        return prediction_body(classifier, top, scores)
+            scores = classifier.classify(tensor)
+        top = classifier.top_k(scores.values, request.top_k or settings.default_top_k)
+        return prediction_body(classifier.card, top, scores)
 
     def handle(event: Any, context: Any) -> dict:
         started = time.perf_counter()

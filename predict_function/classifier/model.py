@@ -37,6 +37,15 @@ class Prediction:
     score: float
 
 
+@dataclass(frozen=True)
+class Scores:
+    """One run's scores. ``binary``: they are one probability (the seed's single-sigmoid
+    contract, whose responses also carry ``prediction``)."""
+
+    values: np.ndarray
+    binary: bool
+
+
 def session_options(intra_op_threads: int, allow_spinning: bool = False) -> ort.SessionOptions:
     options = ort.SessionOptions()
     # An explicit thread count keeps onnxruntime from pinning threads to cores
@@ -63,9 +72,6 @@ class Classifier:
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
         self.classes = _class_count(session.get_outputs()[0].shape)  # None: symbolic, known per run
-        # A single probability (a sigmoid, applied here or in the graph): the seed's contract
-        # also returns ``prediction``.
-        self.is_binary = self.classes == 1 and card.activation in BINARY_ACTIVATIONS
         self._check_card()
         if not card.labels:
             log.warning("the model card has no labels: predictions are named class_<index>")
@@ -103,7 +109,7 @@ class Classifier:
 
     def _check_outputs(self) -> None:
         """The label count and activation against a static class count. A symbolic one is
-        checked on each run's scores instead (:meth:`scores`): finding it here would take an
+        checked on each run's scores instead (:meth:`classify`): finding it here would take an
         inference at init."""
         labels, activation = len(self.card.labels), self.card.activation
         if self.classes == 1:
@@ -116,22 +122,30 @@ class Classifier:
         elif labels and self.classes is not None and self.classes != labels:
             raise ModelLoadError(f"model has {self.classes} outputs but the card has {labels} labels")
 
-    def scores(self, tensor: np.ndarray) -> np.ndarray:
+    def classify(self, tensor: np.ndarray) -> Scores:
         """Scores for one preprocessed image (a batch of one).
 
-        A single probability with two labels is read as P(labels[1]), so both
-        classes get a score; otherwise scores line up with the model's outputs.
-        Raises :class:`ModelOutputError` for scores that cannot be served.
+        One score under a sigmoid or ``none`` card is one probability (``Scores.binary``),
+        whether the class count is static or only known per run; with two labels it is read
+        as P(labels[1]), so both classes get a score. Otherwise scores line up with the
+        model's outputs. Raises :class:`ModelOutputError` for scores that cannot be served.
         """
         raw = self.session.run([self.output_name], {self.input_name: tensor})[0]
         scores = activate(raw[0], self.card.activation)
-        if self.is_binary and len(self.card.labels) == 2:
+        binary = len(scores) == 1 and self.card.activation in BINARY_ACTIVATIONS
+        if binary and len(self.card.labels) == 2:
             scores = np.array([1.0 - scores[0], scores[0]])
         self._check_scores(scores)
-        return scores
+        return Scores(scores, binary)
+
+    def scores(self, tensor: np.ndarray) -> np.ndarray:
+        """:meth:`classify`'s scores alone."""
+        return self.classify(tensor).values
 
     def _check_scores(self, scores: np.ndarray) -> None:
         labels = len(self.card.labels)
+        if len(scores) == 1 and self.card.activation == "softmax":  # static: refused at load
+            raise ModelOutputError("model returned 1 score: softmax over it would always be 1.0")
         if labels and len(scores) != labels:  # only a symbolic class count gets this far
             raise ModelOutputError(f"model returned {len(scores)} scores but the card has {labels} labels")
         if not np.isfinite(scores).all():  # NaN is not JSON: a 500, not a 200 no client can parse

@@ -8,18 +8,19 @@ from typing import Any, Sequence
 
 from .errors import ClassifierError
 from .events import DIRECT
-from .model import Classifier, Prediction
+from .model import Classifier, Prediction, Scores
+from .spec import ModelCard
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-def prediction_body(classifier: Classifier, predictions: Sequence[Prediction], scores) -> dict[str, Any]:
+def prediction_body(card: ModelCard, predictions: Sequence[Prediction], scores: Scores) -> dict[str, Any]:
     body: dict[str, Any] = {
         "predictions": [{"label": p.label, "score": p.score} for p in predictions],
-        "model": {"name": classifier.card.name, "version": classifier.card.version},
+        "model": {"name": card.name, "version": card.version},
     }
-    if classifier.is_binary:
-        body["prediction"] = float(scores[-1])  # the seed's single-sigmoid contract
+    if scores.binary:
+        body["prediction"] = float(scores.values[-1])  # the seed's single-sigmoid contract
     return body
 
 
