@@ -13,9 +13,12 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 # request would import them (~9 ms), and the first WebP/GIF/BMP/TIFF one every plugin Pillow has.
 from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
+from . import _libtiff
 from ._jpeg_scans import ScanLimitedReader
 from .errors import ClassifierError, CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
 from .spec import SOURCE_GRID_KEY, SourceGrid
+
+_libtiff.silence_errors()  # libtiff's error messages would be plain-text lines among the JSON logs
 
 # Formats Pillow may try; anything else is refused before a decoder runs.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -72,7 +75,11 @@ def decode_image(
                     image.fp = ScanLimitedReader(image.fp)
                 if draft_size is not None:
                     reduced = image.draft(image.mode, _stored_draft_size(image, draft_size))
+            # (a dict lookup first: only a colour-keyed image pays for the tile check)
+            sixteen_bit_key = "transparency" in image.info and _is_sixteen_bit_rgb_png(image)
             image.load()  # first frame only; reads the whole frame so truncation shows here
+            if sixteen_bit_key:
+                _apply_sixteen_bit_key(image, source)
             grid = _source_grid(image, full_size, reduced)  # before the orientation is consumed
             ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
             image = to_rgb(image)
@@ -89,6 +96,42 @@ def decode_image(
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         raise CorruptImageError("the image is truncated or corrupt") from exc
+
+
+def _is_sixteen_bit_rgb_png(image: Image.Image) -> bool:
+    """A 16-bit RGB PNG not loaded yet (its tile is what load() will decode)."""
+    return image.format == "PNG" and image.mode == "RGB" and [tile.args for tile in image.tile] == ["RGB;16B"]
+
+
+def _apply_sixteen_bit_key(image: Image.Image, source: BinaryIO) -> None:
+    """The tRNS colour key of a loaded 16-bit RGB PNG as alpha, in place (RGB -> RGBA).
+
+    Pillow decodes 16-bit RGB to 8 bits by keeping each sample's high byte (rawmode RGB;16B,
+    libImaging/Unpack.c unpackRGB16B) but leaves ``info["transparency"]`` in 16-bit values:
+    to_rgb's 8-bit keying would then miss the key (a value above 255) or key every pixel whose
+    samples are all below 256 (a key below 256, e.g. black). A pixel is transparent when its high
+    bytes are the key's and so are its low bytes, which a second decode of the file with rawmode
+    RGB;16L (each sample's low byte) gives; it runs only when some pixel matches the high bytes.
+    """
+    key = image.info.pop("transparency")
+    keyed = _pixels_equal(image, [sample >> 8 for sample in key])
+    if not keyed.any():
+        return
+    source.seek(0)
+    with Image.open(source, formats=("PNG",)) as low:
+        low.tile = [tile._replace(args="RGB;16L") for tile in low.tile]
+        low.load()
+        keyed &= _pixels_equal(low, [sample & 0xFF for sample in key])
+    if keyed.any():
+        image.putalpha(Image.fromarray(~keyed))  # mode 1: 0 (transparent) where keyed
+
+
+def _pixels_equal(image: Image.Image, colour: list[int]) -> np.ndarray:
+    """Where the RGB ``image`` is ``colour``, one band at a time (1 byte a pixel per temporary)."""
+    equal = np.asarray(image.getchannel(0)) == colour[0]
+    for band in (1, 2):
+        equal &= np.asarray(image.getchannel(band)) == colour[band]
+    return equal
 
 
 def _check_pixels(image: Image.Image, max_pixels: int) -> None:
@@ -145,7 +188,8 @@ def _source_grid(image: Image.Image, full_size: tuple[int, int], reduced: object
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode -> RGB: transparency composited on white, 16-bit and float scaled, palettes
     expanded. Transparency is an alpha channel, or a colour key (``info["transparency"]``: a
-    palette entry, or a PNG tRNS colour on RGB, L, 1 and 16-bit gray)."""
+    palette entry, or a PNG tRNS colour on RGB, L, 1 and 16-bit gray; on a 16-bit RGB PNG,
+    decode_image has already turned it into alpha, since it needs the file)."""
     mode = image.mode
     keyed = "transparency" in image.info  # a dict lookup: the common RGB JPEG returns at once
     if mode == "RGB" and not keyed:

@@ -1,5 +1,6 @@
 import functools
 import io
+import os
 
 import numpy as np
 import pytest
@@ -169,3 +170,128 @@ def test_pillow_user_warnings_stay_out_of_the_logs():
         warnings.simplefilter("always")
         assert decode_image(buffer.getvalue(), 50_000_000).size == (16, 16)
     assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]
+
+
+def png_rgb16(pixels: np.ndarray, key: tuple[int, int, int] | None = None, exif: Image.Exif | None = None) -> bytes:
+    """A 16-bit RGB PNG (Pillow writes none) of ``pixels`` (height, width, 3), with a tRNS colour
+    key and an eXIf chunk when given; rows alternate filter types None and Sub (6 bytes a pixel)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = []
+    for y, row in enumerate(pixels.astype(">u2")):
+        raw = np.frombuffer(row.tobytes(), np.uint8)
+        if y % 2:  # Sub: each byte minus the byte one pixel to its left
+            rows.append(b"\x01" + (raw - np.concatenate([np.zeros(6, np.uint8), raw[:-6]])).tobytes())
+        else:
+            rows.append(b"\x00" + raw.tobytes())
+    height, width, _ = pixels.shape
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+    if key is not None:
+        data += chunk(b"tRNS", struct.pack(">HHH", *key))
+    if exif is not None:
+        data += chunk(b"eXIf", exif.tobytes()[6:])  # without the JPEG "Exif\0\0" prefix
+    return data + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "key, others",
+    [
+        # a key above 8 bits: Pillow keeps each sample's high byte, the 8-bit pixels never equal it
+        ((0x1234, 0x5678, 0x9ABC), {(0x12FF, 0x5678, 0x9ABC): [0x12, 0x56, 0x9A], (0, 0, 0): [0, 0, 0]}),
+        # a key below 256: every pixel whose samples are all below 256 is 8-bit black, yet not the key
+        ((0, 0, 0), {(0x00FF, 0, 0): [0, 0, 0], (0, 0, 0x0100): [0, 0, 1], (0xFFFF, 0, 0x8080): [255, 0, 128]}),
+    ],
+    ids=["key-above-8-bits", "key-below-256"],
+)
+def test_a_sixteen_bit_rgb_colour_key_is_keyed_on_all_sixteen_bits(key, others):
+    pixels = np.array([[key, *others] * 2] * 3, np.uint16)  # 3 rows (both filter types), 2 of each pixel
+    data = png_rgb16(pixels, key)
+    assert Image.open(io.BytesIO(data)).mode == "RGB"  # 8 bits a sample, info["transparency"] in 16
+    for source in (data, io.BytesIO(data)):  # bytes, or a file (a URL's body) read twice
+        decoded = np.asarray(decode_image(source, MAX))
+        assert decoded.shape == pixels.shape
+        expected = [[255, 255, 255], *others.values()] * 2
+        assert all(row.tolist() == expected for row in decoded), decoded.tolist()
+    opaque = np.asarray(decode_image(png_rgb16(pixels), MAX))  # without tRNS: the key keeps its colour
+    assert opaque[0, 0].tolist() == [k >> 8 for k in key]
+
+
+def test_a_sixteen_bit_rgb_colour_key_keeps_the_exif_orientation():
+    key = (0x1234, 0x5678, 0x9ABC)
+    pixels = np.array([[key, (0xFFFF, 0, 0)]], np.uint16)  # 2x1: keyed, red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW when displayed: keyed on top, red below
+    decoded = np.asarray(decode_image(png_rgb16(pixels, key, exif), MAX))
+    assert decoded.tolist() == [[[255, 255, 255]], [[255, 0, 0]]]
+
+
+def lzw_tiff(edit_entries=None) -> bytes:
+    """An LZW TIFF (decoded by libtiff, not by Pillow's own reader) with a private ASCII tag 65000;
+    ``edit_entries(entries)`` may rewrite the IFD's 12-byte entries (a list, in file order)."""
+    import struct
+
+    image = Image.linear_gradient("L").convert("RGB").resize((64, 64))
+    data = bytearray(encode(image, "TIFF", compression="tiff_lzw", tiffinfo={65000: "private"}))
+    assert data[:2] == b"II"
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    count = struct.unpack_from("<H", data, ifd)[0]
+    entries = [bytes(data[ifd + 2 + 12 * i: ifd + 14 + 12 * i]) for i in range(count)]
+    if edit_entries is not None:
+        entries = edit_entries(entries)
+    data[ifd + 2: ifd + 2 + 12 * count] = b"".join(entries)
+    return bytes(data)
+
+
+def unsorted(entries):  # libtiff: "TIFFReadDirectoryCheckOrder: Warning, Invalid TIFF directory; ..."
+    return [entries[1], entries[0], *entries[2:]]
+
+
+def unknown_field_type(entries):  # libtiff: "TIFFFetchNormalTag: ... TIFF_SETGET_UNDEFINED ..." (an error)
+    return [e[:2] + b"\x63\x00" + e[4:] if e[:2] == (65000).to_bytes(2, "little") else e for e in entries]
+
+
+def test_libtiff_warnings_stay_out_of_the_logs(capfd):
+    # Pillow sets libtiff's warning handlers to NULL before each libtiff decode (TiffDecode.c).
+    decoded = decode_image(lzw_tiff(unsorted), MAX)
+    assert decoded.size == (64, 64)
+    assert capfd.readouterr().err == ""
+
+
+def corrupt_strip(data: bytes) -> bytes:
+    """The LZW TIFF with the first bytes of its strip replaced: libtiff's decoder fails on them."""
+    import struct
+
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        tag, kind, _, value = struct.unpack_from("<HHII", data, ifd + 2 + 12 * i)
+        if tag == 273:  # StripOffsets: one strip, the offset is the value itself
+            assert kind == 4
+            return data[:value] + b"\xff" * 16 + data[value + 16:]
+    raise AssertionError("no StripOffsets")
+
+
+def test_libtiff_errors_stay_out_of_the_logs(capfd):
+    # classifier._libtiff sets the error handlers of Pillow's libtiff to NULL at import: without
+    # that, each of these prints a plain-text line to the C stderr (a 200 and a 422 respectively)
+    assert decode_image(lzw_tiff(unknown_field_type), MAX).size == (64, 64)
+    with pytest.raises(CorruptImageError):
+        decode_image(corrupt_strip(lzw_tiff()), MAX)
+    assert capfd.readouterr().err == ""
+
+
+def test_libtiff_is_found_in_the_process_maps(tmp_path):
+    from classifier import _libtiff
+
+    assert os.path.basename(_libtiff.loaded_libtiff()).startswith("libtiff")  # Pillow's, loaded by _imaging
+    maps = tmp_path / "maps"
+    maps.write_text("7f0-7f1 rw-p 00000000 00:00 0 \n7f1-7f2 r-xp 00000000 08:01 2 /opt/a b/libjpeg-1.so.62\n"
+                    "7f2-7f3 r-xp 00000000 08:01 3 /opt/a b/pillow.libs/libtiff-20b7e810.so.6.3.0\n")
+    assert _libtiff.loaded_libtiff(str(maps)) == "/opt/a b/pillow.libs/libtiff-20b7e810.so.6.3.0"
+    maps.write_text("7f1-7f2 rw-p 00000000 00:00 0 [heap]\n")
+    assert _libtiff.loaded_libtiff(str(maps)) is None
+    assert _libtiff.loaded_libtiff(str(tmp_path / "absent")) is None
+    assert _libtiff.silence_errors(str(tmp_path / "absent.so")) is False  # cannot open: unchanged, no crash
