@@ -25,6 +25,8 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 Image.preinit()  # the other decoders Image.open would import first (PPM)
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+# PNG gray rawmodes Pillow scales to 8 bits -> the factor (0-3 -> 0-255, 0-15 -> 0-255).
+_LOW_BIT_GRAY_SCALE = {"L;2": 0x55, "L;4": 0x11}
 # EXIF orientation -> what ImageOps.exif_transpose does to the axes: (swaps them, reverses the
 # upright x axis, reverses the upright y axis). Other values: exif_transpose leaves the image.
 _ORIENTATION_AXES = {
@@ -75,8 +77,11 @@ def decode_image(
                     image.fp = ScanLimitedReader(image.fp)
                 if draft_size is not None:
                     reduced = image.draft(image.mode, _stored_draft_size(image, draft_size))
-            # (a dict lookup first: only a colour-keyed image pays for the tile check)
-            sixteen_bit_key = "transparency" in image.info and _is_sixteen_bit_rgb_png(image)
+            # (a dict lookup first: only a colour-keyed image pays for the tile checks)
+            keyed_png = "transparency" in image.info and image.format == "PNG"
+            sixteen_bit_key = keyed_png and _is_sixteen_bit_rgb_png(image)
+            if keyed_png:
+                _scale_low_bit_gray_key(image)
             image.load()  # first frame only; reads the whole frame so truncation shows here
             if sixteen_bit_key:
                 _apply_sixteen_bit_key(image, source)
@@ -101,6 +106,18 @@ def decode_image(
 def _is_sixteen_bit_rgb_png(image: Image.Image) -> bool:
     """A 16-bit RGB PNG not loaded yet (its tile is what load() will decode)."""
     return image.format == "PNG" and image.mode == "RGB" and [tile.args for tile in image.tile] == ["RGB;16B"]
+
+
+def _scale_low_bit_gray_key(image: Image.Image) -> None:
+    """A 2- or 4-bit gray PNG's tRNS key on the 8-bit scale of its pixels, before load().
+
+    Pillow scales such pixels to 8 bits (rawmodes L;2 and L;4: x 0x55 and x 0x11,
+    libImaging/Unpack.c) but leaves ``info["transparency"]`` at the file's bit depth, so to_rgb's
+    keying would miss the key (or hit the pixels whose scaled value happens to equal it).
+    """
+    scale = _LOW_BIT_GRAY_SCALE.get(image.tile[0].args) if image.mode == "L" and len(image.tile) == 1 else None
+    if scale is not None and isinstance(image.info["transparency"], int):
+        image.info["transparency"] *= scale
 
 
 def _apply_sixteen_bit_key(image: Image.Image, source: BinaryIO) -> None:

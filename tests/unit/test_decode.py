@@ -229,6 +229,42 @@ def test_a_sixteen_bit_rgb_colour_key_keeps_the_exif_orientation():
     assert decoded.tolist() == [[[255, 255, 255]], [[255, 0, 0]]]
 
 
+def png_gray(pixels: np.ndarray, bits: int, key: int | None = None) -> bytes:
+    """A gray PNG of ``bits`` (1, 2 or 4) per pixel (Pillow writes none) with a tRNS key when given."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    per_byte = 8 // bits
+    rows = []
+    for row in pixels.tolist():
+        row += [0] * (-len(row) % per_byte)
+        packed = [sum(v << (bits * (per_byte - 1 - j)) for j, v in enumerate(row[i:i + per_byte]))
+                  for i in range(0, len(row), per_byte)]
+        rows.append(b"\x00" + bytes(packed))
+    height, width = pixels.shape
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, 0, 0, 0, 0))
+    if key is not None:
+        data += chunk(b"tRNS", struct.pack(">H", key))
+    return data + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_a_low_bit_gray_colour_key_is_keyed_at_the_files_bit_depth(bits):
+    # Pillow scales 2- and 4-bit gray to 8 bits (x 85, x 17) but keeps the key at the file's depth
+    levels = 2 ** bits
+    pixels = np.array([list(range(levels)) * 2] * 2)
+    scaled = [v * 255 // (levels - 1) for v in range(levels)]
+    for key in range(levels):
+        decoded = np.asarray(decode_image(png_gray(pixels, bits, key), MAX))
+        expected = [255 if v == key else scaled[v] for v in range(levels)] * 2
+        assert decoded[..., 0].tolist() == [expected] * 2, (key, decoded[0, :, 0].tolist())
+        assert (decoded[..., 0] == decoded[..., 2]).all()
+    assert np.asarray(decode_image(png_gray(pixels, bits), MAX))[0, :levels, 0].tolist() == scaled  # no key
+
+
 def lzw_tiff(edit_entries=None) -> bytes:
     """An LZW TIFF (decoded by libtiff, not by Pillow's own reader) with a private ASCII tag 65000;
     ``edit_entries(entries)`` may rewrite the IFD's 12-byte entries (a list, in file order)."""
