@@ -139,10 +139,25 @@ def predictor(module, layout: str = "NCHW"):
     def predict(batch: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
             out = module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-        if isinstance(out, dict):
-            out = list(out.values())
-        if not isinstance(out, (list, tuple)):
-            out = [out]
-        return [o.detach().cpu().numpy().astype(np.float32) for o in out]
+        return [_to_numpy(torch, o) for o in _leaves(out)]
 
     return predict
+
+
+def _leaves(out) -> list:
+    """A forward() result's outputs in the order both ONNX exporters flatten it: dicts in their own
+    (insertion) order, lists and tuples in order, nested; None left out, as neither writes it."""
+    if out is None:
+        return []
+    if isinstance(out, dict):
+        return [leaf for value in out.values() for leaf in _leaves(value)]
+    if isinstance(out, (list, tuple)):
+        return [leaf for value in out for leaf in _leaves(value)]
+    return [out]
+
+
+def _to_numpy(torch, output) -> np.ndarray:
+    if not isinstance(output, torch.Tensor):
+        raise ExportError(f"forward() returned a {type(output).__name__} among its outputs: "
+                          "the parity check compares tensors")
+    return output.detach().cpu().numpy().astype(np.float32)

@@ -201,6 +201,20 @@ def test_failed_int8_gate_leaves_the_previous_output_alone(tmp_path, monkeypatch
     assert "refusing to write" in err and f"not written either: {out} is left as it was" in err
 
 
+def no_dynamo(monkeypatch) -> None:
+    """Make torch.onnx.export fail with dynamo=True, so convert() takes its TorchScript fallback."""
+    import torch
+
+    export = torch.onnx.export
+
+    def without_dynamo(*args, **kwargs):
+        if kwargs.get("dynamo"):
+            raise RuntimeError("dynamo exporter off for this test")
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", without_dynamo)
+
+
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_dict_outputs_pair_by_key_in_the_dicts_own_order(tmp_path, monkeypatch, photos, exporter):
     # Both torch.onnx exporters flatten a returned dict in its own (insertion) order, like
@@ -210,14 +224,7 @@ def test_dict_outputs_pair_by_key_in_the_dicts_own_order(tmp_path, monkeypatch, 
     from torch_models import dict_heads
 
     if exporter == "torchscript":  # the fallback path, taken when the dynamo exporter fails
-        export = torch.onnx.export
-
-        def no_dynamo(*args, **kwargs):
-            if kwargs.get("dynamo"):
-                raise RuntimeError("dynamo exporter off for this test")
-            return export(*args, **kwargs)
-
-        monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+        no_dynamo(monkeypatch)
     out = tmp_path / "heads.onnx"
     assert main(["pytorch", "torch_models:dict_heads", "--size", "16", "--preset", "unit",
                  "--output", str(out)]) == 0  # the parity check inside passed
@@ -241,6 +248,34 @@ def test_dict_outputs_pair_by_key_in_the_dicts_own_order(tmp_path, monkeypatch, 
 
     report = check_parity(out, sorted_keys, photos=photos)
     assert not report.ok and "photos/output_0: shape (7, 6) from ONNX, (7, 2) from source" in report.mismatches
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_nested_outputs_and_none_are_flattened_as_the_exporters_do(tmp_path, photos, monkeypatch, exporter):
+    import torch
+
+    from torch_models import nested_heads
+
+    if exporter == "torchscript":
+        no_dynamo(monkeypatch)
+    out = tmp_path / "nested.onnx"
+    assert main(["pytorch", "torch_models:nested_heads", "--size", "16", "--preset", "unit",
+                 "--output", str(out)]) == 0  # the parity check inside passed
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.shape[1] for o in session.get_outputs()] == [6, 2, 6]
+    assert [p.shape[1] for p in torch_source.predictor(nested_heads())(batch(photos, ModelCard.from_metadata(
+        session.get_modelmeta().custom_metadata_map)))] == [6, 2, 6]
+
+
+def test_a_non_tensor_output_is_a_clear_export_error():
+    import torch
+
+    class Counted(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3)), 3
+
+    with pytest.raises(ExportError, match="forward\\(\\) returned a int among its outputs"):
+        torch_source.predictor(Counted())(np.zeros((1, 3, 4, 4), np.float32))
 
 
 def test_committed_models_carry_no_build_paths():

@@ -55,3 +55,17 @@ def dict_heads():
             return {"b": torch.cat([means, -means], dim=1), "a": means.flip(1)[:, :2]}
 
     return DictHeads().eval()
+
+
+def nested_heads():
+    """Returns nested outputs with a None among them, as ``{"b": (wide, None), "a": [narrow, wide * 2]}``:
+    the exporters flatten them to wide, narrow, wide * 2 and leave the None out."""
+    import torch
+
+    class NestedHeads(torch.nn.Module):
+        def forward(self, x):
+            means = x.mean(dim=(2, 3))
+            wide = torch.cat([means, -means], dim=1)
+            return {"b": (wide, None), "a": [means.flip(1)[:, :2], wide * 2]}
+
+    return NestedHeads().eval()
