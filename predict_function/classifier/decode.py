@@ -22,6 +22,9 @@ _libtiff.silence_errors()  # libtiff's error messages would be plain-text lines 
 
 # Formats Pillow may try; anything else is refused before a decoder runs.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# Their leading bytes (WebP: RIFF....WEBP, checked apart), classic and BigTIFF in both byte orders.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM",
+               b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 Image.preinit()  # the other decoders Image.open would import first (PPM)
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
@@ -96,6 +99,8 @@ def decode_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLargeError(f"image has more than the {max_pixels} pixel limit") from exc
     except UnidentifiedImageError as exc:
+        if _starts_like_an_allowed_format(source):  # e.g. a TIFF cut before its directory
+            raise CorruptImageError("the image is truncated or corrupt") from exc
         raise UnsupportedMediaError(
             f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)})"
         ) from exc
@@ -149,6 +154,14 @@ def _pixels_equal(image: Image.Image, colour: list[int]) -> np.ndarray:
     for band in (1, 2):
         equal &= np.asarray(image.getchannel(band)) == colour[band]
     return equal
+
+
+def _starts_like_an_allowed_format(source: BinaryIO) -> bool:
+    """The file starts with the signature of an allowed format (what Pillow's plugins check
+    first), so Pillow could not open it because it is broken further on, not another format."""
+    source.seek(0)
+    head = source.read(12)
+    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def _check_pixels(image: Image.Image, max_pixels: int) -> None:

@@ -192,8 +192,8 @@ IMAGE_EXPECTATIONS = {
     "png-corrupt-idat": (422, "corrupt_image"),
     "png-truncated-half": (422, "corrupt_image"),
     "garbage-4KB": (415, "unsupported_media"),
-    "png-signature-only": (415, "unsupported_media"),
-    "png-zero-dimensions": (415, "unsupported_media"),  # Pillow cannot identify it at all
+    "png-signature-only": (422, "corrupt_image"),  # a PNG by its signature: broken, not another format
+    "png-zero-dimensions": (422, "corrupt_image"),  # Pillow cannot open it, but it starts as a PNG
     "html": (415, "unsupported_media"),
     "svg": (415, "unsupported_media"),
     "pdf": (415, "unsupported_media"),

@@ -123,6 +123,27 @@ def test_not_an_image_and_corrupt_images():
         decode_image(png[:200], MAX)
 
 
+@pytest.mark.parametrize("name, data", [
+    ("png-signature-only", b"\x89PNG\r\n\x1a\n"),
+    ("tiff-cut-before-its-directory", None),
+    ("gif-header-only", b"GIF89a"),
+    ("webp-riff-header-only", b"RIFF\x00\x00\x00\x00WEBP"),
+    ("bmp-magic-only", b"BM"),
+])
+def test_a_broken_file_of_an_allowed_format_is_corrupt_not_unsupported(name, data):
+    if data is None:  # Pillow writes the directory after the pixels: cut there, the file is unidentifiable
+        tiff = encode(Image.linear_gradient("L"), "TIFF")
+        data = tiff[: len(tiff) // 2]
+    with pytest.raises(CorruptImageError):
+        decode_image(data, MAX)
+
+
+@pytest.mark.parametrize("data", [b"<html>", b"II", b"RIFF\x00\x00\x00\x00WAVEfmt ", b"\x00" * 64, b"%PDF-1.7"])
+def test_other_files_are_still_unsupported(data):
+    with pytest.raises(UnsupportedMediaError):
+        decode_image(data, MAX)
+
+
 def test_unlisted_format_is_refused():
     data = encode(Image.new("RGB", (8, 8)), "PPM")
     with pytest.raises(UnsupportedMediaError):
