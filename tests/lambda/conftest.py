@@ -22,7 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class ImageServer:
-    """Serves registered bytes on 127.0.0.1 (the URLs in events/ point at public hosts)."""
+    """Serves registered bytes (``files``: path -> body) on 127.0.0.1 (the URLs in events/ point at
+    public hosts), with a Content-Type from the path's suffix (image/jpeg when it has none known)."""
+
+    TYPES = {".png": "image/png", ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp",
+             ".tif": "image/tiff"}
 
     def __init__(self):
         self.files = {}
@@ -35,7 +39,7 @@ class ImageServer:
                     self.send_error(404)
                     return
                 self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Type", server.TYPES.get(Path(self.path).suffix, "image/jpeg"))
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
