@@ -22,9 +22,11 @@ _libtiff.silence_errors()  # libtiff's error messages would be plain-text lines 
 
 # Formats Pillow may try; anything else is refused before a decoder runs.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-# Their leading bytes (WebP: RIFF....WEBP, checked apart), classic and BigTIFF in both byte orders.
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM",
-               b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+# Their leading bytes, as Pillow's plugins check them (WebP: RIFF....WEBP, and BMP: "BM" then a
+# known DIB header size at byte 14, checked apart; TIFF: Pillow's PREFIXES).
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a",
+               b"MM\x00*", b"II*\x00", b"MM*\x00", b"II\x00*", b"MM\x00+", b"II+\x00")
+_DIB_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)
 
 Image.preinit()  # the other decoders Image.open would import first (PPM)
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
@@ -80,12 +82,17 @@ def decode_image(
                     image.fp = ScanLimitedReader(image.fp)
                 if draft_size is not None:
                     reduced = image.draft(image.mode, _stored_draft_size(image, draft_size))
-            # (a dict lookup first: only a colour-keyed image pays for the tile checks)
-            keyed_png = "transparency" in image.info and image.format == "PNG"
-            sixteen_bit_key = keyed_png and _is_sixteen_bit_rgb_png(image)
-            if keyed_png:
+            png = image.format == "PNG"
+            if png and "transparency" in image.info:
                 _scale_low_bit_gray_key(image)
+            png_key = image.info.get("transparency") if png else None  # what the chunks before IDAT said
+            sixteen_bit_key = png_key is not None and _is_sixteen_bit_rgb_png(image)
             image.load()  # first frame only; reads the whole frame so truncation shows here
+            if png:  # a tRNS after IDAT (load() still reads it into info) is out of place: ignored, as libpng does
+                if png_key is None:
+                    image.info.pop("transparency", None)
+                else:
+                    image.info["transparency"] = png_key
             if sixteen_bit_key:
                 _apply_sixteen_bit_key(image, source)
             grid = _source_grid(image, full_size, reduced)  # before the orientation is consumed
@@ -160,8 +167,9 @@ def _starts_like_an_allowed_format(source: BinaryIO) -> bool:
     """The file starts with the signature of an allowed format (what Pillow's plugins check
     first), so Pillow could not open it because it is broken further on, not another format."""
     source.seek(0)
-    head = source.read(12)
-    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    head = source.read(18)
+    return (head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+            or (head[:2] == b"BM" and len(head) == 18 and int.from_bytes(head[14:], "little") in _DIB_HEADER_SIZES))
 
 
 def _check_pixels(image: Image.Image, max_pixels: int) -> None:

@@ -128,7 +128,8 @@ def test_not_an_image_and_corrupt_images():
     ("tiff-cut-before-its-directory", None),
     ("gif-header-only", b"GIF89a"),
     ("webp-riff-header-only", b"RIFF\x00\x00\x00\x00WEBP"),
-    ("bmp-magic-only", b"BM"),
+    ("bmp-file-and-dib-header-sizes-only", b"BM" + bytes(12) + (40).to_bytes(4, "little")),
+    ("tiff-big-endian-cut", b"MM\x00*\x00\x00\x00\x08"),
 ])
 def test_a_broken_file_of_an_allowed_format_is_corrupt_not_unsupported(name, data):
     if data is None:  # Pillow writes the directory after the pixels: cut there, the file is unidentifiable
@@ -138,7 +139,8 @@ def test_a_broken_file_of_an_allowed_format_is_corrupt_not_unsupported(name, dat
         decode_image(data, MAX)
 
 
-@pytest.mark.parametrize("data", [b"<html>", b"II", b"RIFF\x00\x00\x00\x00WAVEfmt ", b"\x00" * 64, b"%PDF-1.7"])
+@pytest.mark.parametrize("data", [b"<html>", b"II", b"RIFF\x00\x00\x00\x00WAVEfmt ", b"\x00" * 64, b"%PDF-1.7",
+                                  b"BMW\n", b"BMI,weight\n22,70\n"])
 def test_other_files_are_still_unsupported(data):
     with pytest.raises(UnsupportedMediaError):
         decode_image(data, MAX)
@@ -284,6 +286,44 @@ def test_a_low_bit_gray_colour_key_is_keyed_at_the_files_bit_depth(bits):
         assert decoded[..., 0].tolist() == [expected] * 2, (key, decoded[0, :, 0].tolist())
         assert (decoded[..., 0] == decoded[..., 2]).all()
     assert np.asarray(decode_image(png_gray(pixels, bits), MAX))[0, :levels, 0].tolist() == scaled  # no key
+
+
+def png_chunks(data: bytes) -> list:
+    """A PNG's chunks as (type, whole chunk bytes), in file order (after the signature)."""
+    import struct
+
+    chunks, at = [], 8
+    while at < len(data):
+        length = struct.unpack_from(">I", data, at)[0]
+        chunks.append((data[at + 4:at + 8], data[at:at + 12 + length]))
+        at += 12 + length
+    return chunks
+
+
+def trns_after_idat(data: bytes, keep_first: bool = False) -> bytes:
+    """The PNG with its tRNS chunk moved after IDAT (or, with ``keep_first``, copied there)."""
+    chunks = png_chunks(data)
+    trns = next(chunk for kind, chunk in chunks if kind == b"tRNS")
+    out = []
+    for kind, chunk in chunks:
+        if kind != b"tRNS" or keep_first:
+            out.append(chunk)
+        if kind == b"IDAT":
+            out.append(trns)
+    return data[:8] + b"".join(out)
+
+
+def test_a_trns_after_idat_is_ignored_as_libpng_does():
+    # Pillow's load() still reads chunks after IDAT into info; a tRNS there is out of place
+    key = (0, 0, 0)
+    pixels = np.array([[(0x00FF, 0x0010, 0x0001), (0xFFFF, 0, 0x8080)]], np.uint16)
+    decoded = np.asarray(decode_image(trns_after_idat(png_rgb16(pixels, key)), MAX))
+    assert decoded.tolist() == [[[0, 0, 0], [255, 0, 128]]]  # not keyed: the key came too late
+    gray = np.array([[0, 1, 2, 3]])
+    late = np.asarray(decode_image(trns_after_idat(png_gray(gray, 2, key=1)), MAX))
+    assert late[0, :, 0].tolist() == [0, 85, 170, 255]
+    both = np.asarray(decode_image(trns_after_idat(png_gray(gray, 2, key=1), keep_first=True), MAX))
+    assert both[0, :, 0].tolist() == [0, 255, 170, 255]  # the key before IDAT, scaled, wins
 
 
 def lzw_tiff(edit_entries=None) -> bytes:
