@@ -37,6 +37,7 @@ def standardize_io(model, input_name: str = "input", output_name: str = "output"
         from model_export.errors import ExportError
 
         raise ExportError(f"an image classifier must have exactly one input, this one has {len(inputs)}")
+    check_io_types(inputs[0], list(model.graph.output))
     rename_value(model, inputs[0].name, input_name)
     outputs = [value.name for value in model.graph.output]
     if len(outputs) == 1:
@@ -45,6 +46,33 @@ def standardize_io(model, input_name: str = "input", output_name: str = "output"
         for i, name in enumerate(outputs):
             rename_value(model, name, f"{output_name}_{i}")
     return model
+
+
+# onnx.TensorProto element types: the scores (first output) are read as numpy floats; every
+# output must come back to numpy at all (not bfloat16, float8, int4 or strings) for the parity check.
+SCORE_TYPES = (1, 10, 11)  # FLOAT, FLOAT16, DOUBLE
+NUMPY_TYPES = (1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13)
+
+
+def check_io_types(model_input, outputs) -> None:
+    """The function feeds one float32 tensor and reads the first output as scores: refuse other
+    element types at export, not as a 500 on every request."""
+    from onnx import TensorProto
+
+    from model_export.errors import ExportError
+
+    def name(value) -> str:
+        return TensorProto.DataType.Name(value.type.tensor_type.elem_type).lower()
+
+    if model_input.type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise ExportError(f"the model's input is {name(model_input)}; the function feeds float32 "
+                          "(cast to float32 at the start of the model)")
+    if outputs and outputs[0].type.tensor_type.elem_type not in SCORE_TYPES:
+        raise ExportError(f"the model's first output (its scores) is {name(outputs[0])}; the function reads "
+                          "float32, float16 or double (cast the scores to float32 at the end of the model)")
+    for value in outputs[1:]:
+        if value.type.tensor_type.elem_type not in NUMPY_TYPES:
+            raise ExportError(f"output {value.name!r} is {name(value)}, which onnxruntime cannot return to numpy")
 
 
 # Node metadata that records where the exporter ran (torch.onnx's stack traces hold the absolute

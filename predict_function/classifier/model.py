@@ -16,6 +16,8 @@ from .spec import ModelCard, activate
 
 log = logging.getLogger(__name__)
 
+# Output types onnxruntime returns to numpy as floats (not bfloat16 or float8).
+SCORE_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
 # Activations under which one output is a probability (or becomes one): the seed's binary contract.
 BINARY_ACTIVATIONS = ("sigmoid", "none")
 
@@ -101,10 +103,15 @@ class Classifier:
         """Fail the cold start, not a request, when the card cannot fit the graph."""
         pre = self.card.preprocessing
         expected = (3, pre.height, pre.width) if pre.layout == "NCHW" else (pre.height, pre.width, 3)
-        shape = self.session.get_inputs()[0].shape
+        model_input, scores = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        shape = model_input.shape
         static = [(got, want) for got, want in zip(shape[1:], expected) if isinstance(got, int)]
         if len(shape) != 4 or any(got != want for got, want in static):
             raise ModelLoadError(f"model input shape {shape} does not match the card's {pre.layout} {expected}")
+        if model_input.type != "tensor(float)":  # preprocess() makes float32
+            raise ModelLoadError(f"model input type {model_input.type}: the function feeds tensor(float)")
+        if scores.type not in SCORE_TYPES:
+            raise ModelLoadError(f"model output type {scores.type}: the function reads {', '.join(SCORE_TYPES)}")
         self._check_outputs()
 
     def _check_outputs(self) -> None:

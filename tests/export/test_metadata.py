@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 
 import onnx
+import onnx.helper as oh
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto
 
 from classifier.spec import METADATA_KEY, ModelCard
 from model_export.__main__ import _size
 from model_export.errors import ExportError
-from model_export.graph import output_producer
+from model_export.graph import output_producer, standardize_io
 from model_export.metadata import (
     activation_problem,
     build_preprocessing,
@@ -154,3 +156,28 @@ def test_user_callables_that_fail_name_themselves():
         preprocess(None)
     with pytest.raises(ExportError, match="not a function"):
         user_callable("model_export.parity:PHOTOS", "the labels function")
+
+
+def _graph(input_type: int, output_types: list[int]):
+    """Input -> one Cast per output (a graph with the given onnx element types on its edges)."""
+    nodes = [oh.make_node("Cast", ["x"], [f"y{i}"], to=t) for i, t in enumerate(output_types)]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", input_type, [1, 3, 4, 4])],
+                          [oh.make_tensor_value_info(f"y{i}", t, [1, 3, 4, 4]) for i, t in enumerate(output_types)])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("input_type, output_types, message", [
+    (TensorProto.UINT8, [TensorProto.FLOAT], "the model's input is uint8; the function feeds float32"),
+    (TensorProto.FLOAT16, [TensorProto.FLOAT], "the model's input is float16"),
+    (TensorProto.FLOAT, [TensorProto.BFLOAT16], r"first output \(its scores\) is bfloat16"),
+    (TensorProto.FLOAT, [TensorProto.INT64], r"first output \(its scores\) is int64"),
+    (TensorProto.FLOAT, [TensorProto.FLOAT, TensorProto.BFLOAT16], "output 'y1' is bfloat16, which onnxruntime cannot"),
+])
+def test_types_the_function_cannot_feed_or_read_are_refused_at_export(input_type, output_types, message):
+    with pytest.raises(ExportError, match=message):
+        standardize_io(_graph(input_type, output_types))
+
+
+def test_float_scores_with_other_numpy_outputs_are_kept():
+    model = standardize_io(_graph(TensorProto.FLOAT, [TensorProto.FLOAT16, TensorProto.INT64, TensorProto.BOOL]))
+    assert [o.name for o in model.graph.output] == ["output_0", "output_1", "output_2"]

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from classifier.app import make_handler
-from classifier.model import Classifier, ModelOutputError
+from classifier.model import Classifier, ModelLoadError, ModelOutputError
 from classifier.settings import Settings
 from classifier.spec import METADATA_KEY, ModelCard, Preprocessing
 
@@ -176,3 +176,42 @@ def test_a_static_single_probability_is_binary(tmp_path):
     assert classifier.classify(tensor(WHITE)).binary
     several = Classifier.load(model(tmp_path / "n.onnx", card(("a", "b")), output_shape=("N", 2)))
     assert not several.classify(tensor(WHITE)).binary
+
+
+def typed_model(path, input_type: int, output_type: int) -> str:
+    """mean(input) as one score, with the given onnx element types on the input and the output."""
+    nodes = [
+        helper.make_node("Cast", ["input"], ["as_float"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["as_float", "axes"], ["mean"], keepdims=0),
+        helper.make_node("Unsqueeze", ["mean", "one"], ["column"]),
+        helper.make_node("Cast", ["column"], ["output"], to=output_type),
+    ]
+    graph = helper.make_graph(
+        nodes, "typed",
+        [helper.make_tensor_value_info("input", input_type, ["N", 8, 8, 3])],
+        [helper.make_tensor_value_info("output", output_type, ["N", 1])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
+                     helper.make_tensor("one", TensorProto.INT64, [1], [1])],
+    )
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    helper.set_model_props(onnx_model, {METADATA_KEY: card(("dog",)).to_json()})
+    onnx.save(onnx_model, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("input_type, output_type, message", [
+    (TensorProto.FLOAT16, TensorProto.FLOAT, r"input type tensor\(float16\): the function feeds tensor\(float\)"),
+    (TensorProto.UINT8, TensorProto.FLOAT, r"input type tensor\(uint8\)"),
+    (TensorProto.FLOAT, TensorProto.BFLOAT16, r"output type tensor\(bfloat16\): the function reads"),
+    (TensorProto.FLOAT, TensorProto.INT64, r"output type tensor\(int64\)"),
+])
+def test_types_the_function_cannot_feed_or_read_fail_the_cold_start(tmp_path, input_type, output_type, message):
+    with pytest.raises(ModelLoadError, match=message):
+        Classifier.load(typed_model(tmp_path / "m.onnx", input_type, output_type))
+
+
+@pytest.mark.parametrize("output_type", [TensorProto.FLOAT16, TensorProto.DOUBLE])
+def test_float16_and_double_scores_are_served(tmp_path, output_type):
+    classifier = Classifier.load(typed_model(tmp_path / "m.onnx", TensorProto.FLOAT, output_type))
+    body = answer(classifier)  # white: mean 1.0 -> sigmoid(1.0)
+    assert body["prediction"] == pytest.approx(1 / (1 + np.exp(-1.0)), abs=1e-3)
