@@ -177,7 +177,7 @@ def _quantize_file(fp32_path: Path, candidate: Path, calibration: np.ndarray, in
     )
 
 
-def _validate(mode: str, config: QuantConfig) -> None:
+def _validate(mode: str, config: QuantConfig, min_agreement: float) -> None:
     if mode not in MODES:
         raise ExportError(f"quantization mode must be one of {MODES}, got {mode!r}")
     if config.method not in CALIBRATION_METHODS:
@@ -186,10 +186,7 @@ def _validate(mode: str, config: QuantConfig) -> None:
         raise ExportError(f"quantization format must be one of {FORMATS}, got {config.quant_format!r}")
     if config.views < 1:
         raise ExportError(f"calibration views must be >= 1, got {config.views}")
-
-
-def _check_min_agreement(min_agreement: float) -> None:
-    """A fraction in [0, 1]: above 1 the gate could never pass, below 0 (or NaN) it would be no gate."""
+    # above 1 the gate could never pass, below 0 (or NaN) it would be no gate
     if not 0.0 <= min_agreement <= 1.0:  # also False for NaN
         raise ExportError(f"min_agreement must be a fraction in [0, 1], got {min_agreement!r}")
 
@@ -213,8 +210,7 @@ def quantize(
     disagrees too much, and :class:`ExportError` (before any work) when ``min_agreement`` is not a
     fraction in [0, 1].
     """
-    _check_min_agreement(min_agreement)
-    _validate(mode, config)
+    _validate(mode, config, min_agreement)
     import onnx
 
     fp32_path, output = Path(fp32_path), Path(output)
