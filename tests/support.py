@@ -7,12 +7,34 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
 DEFAULT_MODEL = REPO / "predict_function" / "model" / "model.onnx"
+
+
+def copy_project(dst: Path, files=("template.yaml", "samconfig.toml", "pyproject.toml")) -> Path:
+    """``files`` and predict_function/ copied to ``dst`` (the .onnx models hard-linked: replace
+    one by unlinking it first, never by writing into it, or the repository's file changes too)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        shutil.copy2(REPO / name, dst / name)
+
+    def copy(s, d):
+        if Path(s).suffix == ".onnx":
+            try:
+                os.link(s, d)
+                return d
+            except OSError:
+                pass
+        return shutil.copy2(s, d)
+
+    shutil.copytree(REPO / "predict_function", dst / "predict_function", copy_function=copy,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dst
 
 
 def _skimage_data(name: str) -> Path:

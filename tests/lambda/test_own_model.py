@@ -38,7 +38,7 @@ from classifier.spec import ModelCard, draft_size, preprocess
 from local_lambda import Emulator, stage
 from local_lambda.template import function_emulator, read_function
 from model_export.__main__ import main as model_export
-from support import REPO
+from support import REPO, copy_project
 from tests.export.keras_models import small_cnn
 
 # Keras 3 on NumPy 2 warns on every tensor -> array conversion; harmless (as in tests/export).
@@ -97,18 +97,12 @@ def _random_crops(image: Image.Image, count: int, rng: np.random.Generator) -> L
 # -- the project, copied, staged and run under the RIE ----------------------------------------------
 
 def _copy_project(dest: Path, model: Path) -> Path:
-    """What staging needs, with ``model`` as ``predict_function/model/model.onnx``; -> the template."""
-    dest.mkdir(parents=True)
-    for name in ("template.yaml", "samconfig.toml"):
-        shutil.copy2(REPO / name, dest / name)
-    source, target = REPO / "predict_function", dest / "predict_function"
-    target.mkdir()
-    for name in ("Dockerfile", ".dockerignore", "requirements.txt"):
-        shutil.copy2(source / name, target / name)
-    for name in ("classifier", "image_build"):
-        shutil.copytree(source / name, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (target / "model").mkdir()
-    shutil.copy2(model, target / "model" / "model.onnx")
+    """The project with ``model`` as its only model, ``predict_function/model/model.onnx``; -> the template."""
+    copy_project(dest, files=("template.yaml", "samconfig.toml"))
+    models = dest / "predict_function" / "model"
+    shutil.rmtree(models)  # unlinks the repository's models (hard links), never writes through them
+    models.mkdir()
+    shutil.copy2(model, models / "model.onnx")
     return dest / "template.yaml"
 
 

@@ -8,9 +8,7 @@ architecture; answers are cached by content in ``.build/preflight`` of the repo,
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO
+from support import REPO, copy_project
 
 from local_lambda.preflight import (
     CHECKS,
@@ -32,30 +30,9 @@ from local_lambda.preflight import (
 CACHE = REPO / ".build" / "preflight"
 
 
-def _copy_project(dst: Path) -> Path:
-    """template.yaml, pyproject.toml and predict_function/ (the model hard-linked, never written)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("template.yaml", "pyproject.toml"):
-        shutil.copy2(REPO / name, dst / name)
-    src = REPO / "predict_function"
-
-    def copy(s, d):
-        if Path(s).suffix == ".onnx":
-            try:
-                os.link(s, d)
-                return d
-            except OSError:
-                pass
-        return shutil.copy2(s, d)
-
-    shutil.copytree(src, dst / "predict_function", copy_function=copy,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return dst
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    return _copy_project(tmp_path / "project")
+    return copy_project(tmp_path / "project", files=("template.yaml", "pyproject.toml"))
 
 
 def _write(path: Path, text: str) -> None:
