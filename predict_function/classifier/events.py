@@ -24,6 +24,8 @@ PREDICT, MODEL_INFO = "predict", "model_info"
 # API Gateway rejects payloads over 10 MB before the function runs; base64 adds a third.
 API_GATEWAY_PAYLOAD_LIMIT = "10 MB"
 IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream")
+# A float above 2**53 is no exact integer (I-JSON, RFC 7493 2.2): such a top_k is refused, like 1.5.
+MAX_EXACT_FLOAT_INT = 2**53
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def parse_event(event: Any, max_image_bytes: int) -> Request:
     if kind == DIRECT:
         return _from_payload(event, DIRECT, max_image_bytes)
     method, path = _route(event, kind)
-    if method == "GET" and path.endswith("/model"):
+    if method == "GET" and path.rstrip("/").endswith("/model"):  # API Gateway routes GET /model/ here too
         return Request(kind=kind, action=MODEL_INFO, source="model_info")
     if method != "POST":
         raise MethodNotAllowedError(f"use POST to classify an image (got {method})")
@@ -88,7 +90,7 @@ def _from_api_body(event: Mapping[str, Any], kind: str, max_image_bytes: int) ->
     if not isinstance(body, str):
         raise BadRequestError("malformed event: body must be a string")
     content_type = _header(event, "content-type").split(";")[0].strip().lower()
-    is_base64 = bool(event.get("isBase64Encoded"))
+    is_base64 = _is_base64(event)
     if content_type.startswith(IMAGE_CONTENT_TYPES):
         raw = _b64decode(body, max_image_bytes, "request body") if is_base64 else body.encode("latin-1", "replace")
         _check_size(len(raw), max_image_bytes)
@@ -105,6 +107,15 @@ def _from_api_body(event: Mapping[str, Any], kind: str, max_image_bytes: int) ->
     if request.top_k is None:
         request = dataclasses.replace(request, top_k=_query_top_k(event))
     return request
+
+
+def _is_base64(event: Mapping[str, Any]) -> bool:
+    """API Gateway sends a JSON boolean; anything else (a hand-written "false", where bool("false")
+    is True) is refused rather than guessed at."""
+    value = event.get("isBase64Encoded")
+    if value is not None and not isinstance(value, bool):
+        raise BadRequestError("malformed event: isBase64Encoded must be true or false")
+    return bool(value)
 
 
 def _query_top_k(event: Mapping[str, Any]) -> int | None:
@@ -130,7 +141,7 @@ def _from_payload(payload: Any, kind: str, max_image_bytes: int) -> Request:
 
 
 def _strip_data_url(value: str) -> str:
-    if value.startswith("data:") and "," in value:
+    if value[:5].lower() == "data:" and "," in value:  # a URL scheme is case-insensitive
         return value.split(",", 1)[1]
     return value
 
@@ -155,7 +166,9 @@ def _check_size(size: int, max_bytes: int) -> None:
 
 
 def _top_k(value: Any) -> int:
-    """A positive integer, given as a JSON number or (in a query string) as digits."""
+    """A positive integer, given as a JSON number (3 or 3.0: JSON has one number type) or as digits."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_EXACT_FLOAT_INT:  # not NaN or inf
+        value = int(value)
     if isinstance(value, str) and value.strip().isdigit():
         try:
             value = int(value)

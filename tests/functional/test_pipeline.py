@@ -74,12 +74,14 @@ def test_top_k(classifier, fake_fetch, cat_jpeg):
     image = base64.b64encode(cat_jpeg).decode()
     assert len(handle({"image": image}, Context())["predictions"]) == 2
     assert len(handle({"image": image, "top_k": 7}, Context())["predictions"]) == 7
+    assert len(handle({"image": image, "top_k": 3.0}, Context())["predictions"]) == 3  # JSON has one number type
     assert len(handle({"image": image, "top_k": 5000}, Context())["predictions"]) == 1000
 
 
-def test_model_info(classifier, fake_fetch):
+@pytest.mark.parametrize("path", ["/model", "/model/"])  # API Gateway routes GET /model/ to /model too
+def test_model_info(classifier, fake_fetch, path):
     handle = make_handler(Settings.from_env({}), classifier, fake_fetch)
-    response = handle(json.loads((EVENTS / "rest-model.json").read_text()), Context())
+    response = handle(json.loads((EVENTS / "rest-model.json").read_text()) | {"path": path}, Context())
     body = json.loads(response["body"])
     assert response["statusCode"] == 200
     assert body["labels"] == 1000 and body["input"]["shape"][1:] == [3, 224, 224]

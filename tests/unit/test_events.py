@@ -22,9 +22,26 @@ def test_direct_url_and_base64():
     assert (request.kind, request.image, request.url, request.top_k) == (DIRECT, b"abc", None, None)
 
 
-def test_data_url_prefix_is_accepted():
-    request = parse_event({"image": "data:image/png;base64," + base64.b64encode(b"abc").decode()}, LIMIT)
-    assert request.image == b"abc"
+@pytest.mark.parametrize("prefix", ["data:image/png;base64,", "DATA:image/png;base64,", "Data:Image/PNG;BASE64,"])
+def test_data_url_prefix_is_accepted(prefix):
+    # A URL scheme is case-insensitive (RFC 3986 3.1).
+    assert parse_event({"image": prefix + base64.b64encode(b"abc").decode()}, LIMIT).image == b"abc"
+
+
+@pytest.mark.parametrize("top_k, expected", [(3.0, 3), (1e2, 100), (7, 7)])
+def test_an_integral_json_number_is_a_top_k(top_k, expected):
+    # JSON has one number type: 3.0 (json.dumps of a Python float) is an integer to the API spec's
+    # `type: integer` (JSON Schema 2020-12); only fractional, non-finite or inexact ones are refused.
+    assert parse_event({"url": "https://x.test/a", "top_k": top_k}, LIMIT).top_k == expected
+    event = load("rest-url.json") | {"body": json.dumps({"url": "https://x.test/a", "top_k": top_k})}
+    assert parse_event(event, LIMIT).top_k == expected
+
+
+@pytest.mark.parametrize("top_k", [0.0, -0.0, -2.0, float("inf"), float("nan"), 1e308, float(2**53 + 2)])
+def test_zero_negative_non_finite_or_inexact_float_top_k_is_refused(top_k):
+    # Past 2**53 a float is no exact integer (I-JSON, RFC 7493); 1.5 is in test_bad_direct_payloads.
+    with pytest.raises(BadRequestError, match="top_k"):
+        parse_event({"url": "https://x.test/a", "top_k": top_k}, LIMIT)
 
 
 @pytest.mark.parametrize(
@@ -62,8 +79,13 @@ def test_api_gateway_fixtures(name, kind, field):
         assert request.image[:2] == b"\xff\xd8"  # the JPEG arrives intact
 
 
-def test_model_route():
-    assert parse_event(load("rest-model.json"), LIMIT).action == MODEL_INFO
+@pytest.mark.parametrize("path", ["/model", "/model/", "/Prod/model/", "/model//"])
+def test_model_route(path):
+    # API Gateway (REST) routes GET /model/ to the /model resource and passes the path as sent.
+    assert parse_event(load("rest-model.json") | {"path": path}, LIMIT).action == MODEL_INFO
+    http = load("httpapi-bad-method.json") | {"rawPath": path, "body": None}
+    http["requestContext"] = http["requestContext"] | {"http": {"method": "GET", "path": path}}
+    assert parse_event(http, LIMIT).action == MODEL_INFO
 
 
 def test_api_errors():
@@ -119,6 +141,8 @@ def test_deeply_nested_json_body_is_a_bad_request():
         {"body": {"url": "https://x.test/a"}},
         {"body": 123, "isBase64Encoded": True},
         {"body": ["x"], "headers": {"content-type": "image/png"}},
+        {"isBase64Encoded": "false"},  # bool("false") is True: it used to be base64-decoded
+        {"isBase64Encoded": 1},
     ],
 )
 def test_malformed_rest_events_are_bad_requests(change):
