@@ -65,6 +65,14 @@ class Deadline:
         if fire_now:
             self.fire()
 
+    def unwatch(self) -> None:
+        """Stop watching the sockets watched so far (close their duplicates, so closing a socket
+        closes its connection); the deadline stays armed for the next ones."""
+        with self._lock:
+            for sock in self._watched:
+                sock.close()
+            self._watched.clear()
+
     def fire(self) -> None:
         """The deadline has passed: shut down every watched socket (the watchdog calls this)."""
         with self._lock:

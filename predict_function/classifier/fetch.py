@@ -389,9 +389,26 @@ def _check_url(url: str, policy: FetchPolicy, deadline: float) -> Target:
 # --- HTTP over a pre-connected socket ------------------------------------------------------
 
 
+class _Response(http.client.HTTPResponse):
+    """http.client's response, past every interim (1xx) response to the final one: RFC 9110
+    (15.2) has a client parse any number of them, expected or not, and servers send 103 Early
+    Hints over HTTP/1.1 (Node's writeEarlyHints); http.client itself skips only 100 Continue and
+    took a 103 for the answer (502). 101 stays final: asked for no upgrade, it is refused as a
+    non-2xx status. Their headers are read under http.client's limits, the flood under the deadline."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        while True:
+            version, status, reason = super()._read_status()
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            http.client.parse_headers(self.fp)  # the interim response's headers, discarded
+
+
 class _PinnedConnection(http.client.HTTPConnection):
     """An http.client connection over the socket we opened (and, for https, wrapped in TLS)
     to the validated address. It never opens a socket itself: a reconnect would bypass validation."""
+
+    response_class = _Response
 
     def __init__(self, host: str, port: int, timeout: float, sock: socket.socket) -> None:
         super().__init__(host, port, timeout=timeout)
@@ -465,8 +482,8 @@ def _check_body_headers(response: http.client.HTTPResponse, cap: int) -> int | N
     declared = _declared_length(response)
     if declared is not None and declared > cap:
         raise PayloadTooLargeError(f"the image at the URL is larger than the {cap}-byte limit")
-    encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
-    if encoding != "identity":
+    encodings = ",".join(response.headers.get_all("Content-Encoding") or ())  # every header, as for the length
+    if any(coding.strip().lower() not in ("", "identity") for coding in encodings.split(",")):
         raise UpstreamError("upstream sent a compressed body although identity encoding was requested")
     return declared
 
@@ -509,6 +526,7 @@ def _fetch(url: str, policy: FetchPolicy, clock: Deadline, hop: _Hop) -> "Fetche
             raise
         response.close()  # the redirect's body is never read
         conn.close()
+        clock.unwatch()  # its duplicate too: else the connection stays open until the fetch ends
 
 
 class Fetched(io.BufferedIOBase):

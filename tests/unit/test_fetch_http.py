@@ -1,0 +1,174 @@
+"""classifier.fetch at the edges of HTTP: interim (1xx) responses, repeated Content-Encoding
+headers, a redirect hop's socket, proxy variables.
+
+Same rule as test_fetch.py: nothing connects anywhere but loopback (the autouse fixture in
+conftest.py refuses it), blocked addresses only ever reach the fake resolver.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+
+import pytest
+
+from classifier import errors
+from classifier.fetch import FetchPolicy, fetch_url
+
+from fetch_fixtures.helpers import FakeResolver, LoopbackOnlyConnector, image, send, trickle
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+EXEMPT_LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
+
+
+def _policy_for(server, **kwargs) -> FetchPolicy:
+    return FetchPolicy(resolver=FakeResolver(), connector=LoopbackOnlyConnector(),
+                       allowed_ports=(server.port,), exempt_networks=EXEMPT_LOOPBACK, **kwargs)
+
+
+def _fetch_all(url, policy, seconds=5.0) -> bytes:
+    with fetch_url(url, policy, deadline=time.monotonic() + seconds) as body:
+        return body.read()
+
+
+def _raw(data: bytes, linger: float = 0.0):
+    def route(conn, request):
+        conn.sendall(data)
+        time.sleep(linger)
+    return route
+
+
+FINAL = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(PNG) + PNG
+
+
+# --- interim (1xx) responses --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n",
+        b"HTTP/1.1 102 Processing\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.js>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </b.js>; rel=preload\r\n\r\n",
+    ],
+    ids=["103", "102", "100-103-103"],
+)
+def test_interim_responses_before_the_final_one_are_skipped(server_factory, interim):
+    # RFC 9110 15.2: a client MUST parse any number of 1xx responses before the final one, even
+    # unexpected ones (Node's writeEarlyHints sends 103 over HTTP/1.1 to every client).
+    server = server_factory({"/cat.png": _raw(interim + FINAL)})
+    assert _fetch_all(server.url("/cat.png"), _policy_for(server)) == PNG
+
+
+def test_an_unrequested_protocol_switch_is_a_bad_gateway(server_factory):
+    server = server_factory({"/x": _raw(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n" + FINAL)})
+    with pytest.raises(errors.UpstreamError, match="101"):
+        _fetch_all(server.url("/x"), _policy_for(server))
+
+
+def test_interim_responses_without_a_final_one_are_a_bad_gateway(server_factory):
+    server = server_factory({"/x": _raw(b"HTTP/1.1 103 Early Hints\r\n\r\n")})
+    with pytest.raises(errors.UpstreamError) as info:
+        _fetch_all(server.url("/x"), _policy_for(server))
+    assert info.value.status == 502
+
+
+def test_endless_interim_responses_are_cut_by_the_deadline(server_factory):
+    def endless(conn, request):
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 5:
+                conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+                time.sleep(0.01)
+        except OSError:
+            pass
+
+    server = server_factory({"/x": endless})
+    started = time.monotonic()
+    with pytest.raises(errors.UpstreamTimeoutError):
+        _fetch_all(server.url("/x"), _policy_for(server, read_timeout=5), seconds=0.5)
+    assert time.monotonic() - started < 2
+
+
+# --- Content-Encoding ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [
+    b"Content-Encoding: identity\r\nContent-Encoding: gzip\r\n",
+    b"Content-Encoding: \r\nContent-Encoding: br\r\n",
+])
+def test_a_compressed_body_is_refused_whichever_content_encoding_header_says_so(server_factory, headers):
+    # Nothing decompresses a body; a second Content-Encoding header must not slip a compressed
+    # one past the check to the decoder (which would answer 415 instead of this 502).
+    body = b"\x1f\x8b\x08\x00" + b"\x00" * 20
+    server = server_factory({"/gz": _raw(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n" + headers
+                                         + b"Content-Length: %d\r\n\r\n" % len(body) + body)})
+    with pytest.raises(errors.UpstreamError, match="compressed"):
+        _fetch_all(server.url("/gz"), _policy_for(server))
+
+
+@pytest.mark.parametrize("value", ["identity", "IDENTITY", "", " identity "])
+def test_identity_content_encoding_is_accepted(server_factory, value):
+    server = server_factory({"/x": lambda conn, req: send(conn, 200, PNG, headers={"Content-Encoding": value})})
+    assert _fetch_all(server.url("/x"), _policy_for(server)) == PNG
+
+
+# --- proxies ---------------------------------------------------------------------------------------
+
+
+def test_proxy_environment_variables_are_not_honoured(server_factory, monkeypatch):
+    # A proxy would do its own name resolution and connect wherever it likes: the fetch must dial
+    # the validated address itself, whatever the environment says.
+    proxy = server_factory({})
+    origin = server_factory({"/cat.png": image(PNG)})
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("NO_PROXY", "")
+    resolver = FakeResolver({"img.example.com": ["127.0.0.1"]})
+    connector = LoopbackOnlyConnector()
+    policy = FetchPolicy(resolver=resolver, connector=connector, allowed_ports=(origin.port, proxy.port),
+                         exempt_networks=EXEMPT_LOOPBACK)
+    assert _fetch_all(f"http://img.example.com:{origin.port}/cat.png", policy) == PNG
+    assert connector.attempts == [("127.0.0.1", origin.port)]
+    assert proxy.requests == [] and [r.path for r in origin.requests] == ["/cat.png"]
+
+
+# --- redirects ---------------------------------------------------------------------------------------
+
+
+def test_a_redirect_hop_connection_is_closed_before_the_next_hop_is_read(server_factory):
+    # The deadline watches a dup() of each socket; closing the hop's connection must also drop
+    # that duplicate, or the kernel socket (and the upstream's connection) stays open until the
+    # whole fetch ends, however long the final body takes.
+    hop_closed = threading.Event()
+    closed_in_time = []
+
+    def hop(conn, request):
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /cat.png\r\nContent-Length: 0\r\n\r\n")
+        conn.settimeout(3)
+        try:
+            if conn.recv(1) == b"":
+                hop_closed.set()
+        except OSError:
+            pass
+
+    def final(conn, request):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(PNG)
+                     + PNG[:10])
+        closed_in_time.append(hop_closed.wait(2))  # the rest of the body once the first hop is closed (or 2 s)
+        conn.sendall(PNG[10:])
+
+    server = server_factory({"/r": hop, "/cat.png": final})
+    assert _fetch_all(server.url("/r"), _policy_for(server)) == PNG
+    assert closed_in_time == [True]
+
+
+def test_the_deadline_still_cuts_a_trickling_body_after_a_redirect(server_factory):
+    server = server_factory({"/r": _raw(b"HTTP/1.1 302 Found\r\nLocation: /slow\r\nContent-Length: 0\r\n\r\n"),
+                             "/slow": trickle(0.05, 10_000)})
+    started = time.monotonic()
+    with pytest.raises(errors.UpstreamTimeoutError):
+        _fetch_all(server.url("/r"), _policy_for(server, read_timeout=5), seconds=0.8)
+    assert time.monotonic() - started < 2.5
