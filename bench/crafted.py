@@ -72,6 +72,26 @@ def tiff_header_bomb(width: int = 60000, height: int = 60000) -> bytes:
     return b"II*\x00" + struct.pack("<I", 24) + b"\x00" * 16 + ifd
 
 
+def tiff_strip_bomb(strips: int = 1_000_000, prefix: bytes = b"II*\x00") -> bytes:
+    """A 1x2 gray, uncompressed TIFF of a row a strip whose StripOffsets lists ``strips`` strips, all
+    the same byte (2 bytes an entry, ~2 MB by default): Pillow takes a tile per entry, starting over
+    past the last row, and decodes each in Python (~10 us). ``prefix``: II*, MM*, or II+ (BigTIFF)."""
+    big = prefix[2] == 43  # BigTIFF, as Pillow tells it
+    endian = "<" if prefix[:2] == b"II" else ">"
+    entry, count_format = (endian + "HHQQ", "Q") if big else (endian + "HHLL", "H")
+    tags = [(256, 4, 1, 1), (257, 4, 1, 2), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+            (273, 3, strips, 0), (277, 3, 1, 1), (278, 4, 1, 1)]
+    head = prefix + (struct.pack(endian + "HHQ", 8, 0, 16) if big else struct.pack(endian + "L", 8))
+    ifd_size = struct.calcsize(endian + count_format) + len(tags) * struct.calcsize(entry) + (8 if big else 4)
+    pixel = len(head) + ifd_size
+    array = pixel + 2
+    values = [(tag, kind, count, array if tag == 273 else value) for tag, kind, count, value in tags]
+    if not big and endian == ">":  # a SHORT held in the entry sits in its first 2 bytes
+        values = [(t, k, c, v << 16 if k == 3 and c == 1 else v) for t, k, c, v in values]
+    ifd = struct.pack(endian + count_format, len(tags)) + b"".join(struct.pack(entry, *v) for v in values)
+    return head + ifd + bytes(8 if big else 4) + b"\x80\x00" + np.full(strips, pixel, endian + "u2").tobytes()
+
+
 def webp_header_bomb() -> bytes:
     """A lossless WebP whose VP8L header claims 16384x16384 (the format's maximum)."""
     data = bytearray(encode(Image.new("RGBA", (8, 8)), "WEBP", lossless=True))

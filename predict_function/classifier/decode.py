@@ -27,6 +27,13 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a",
                b"MM\x00*", b"II*\x00", b"MM*\x00", b"II\x00*", b"MM\x00+", b"II+\x00")
 _DIB_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)
+_TIFF_SIGNATURES = _SIGNATURES[4:]
+# Pillow decodes an uncompressed TIFF strip by strip (or tile by tile) in Python, ~10 us each, and
+# takes one per StripOffsets/TileOffsets entry however few pixels the image has (past the last row
+# it starts over): at 2 bytes an entry, a 2-pixel TIFF of 15 MB held a minute of CPU and ~2 GB.
+# A real file lists a few thousand at most (libtiff writes strips of ~8 KB).
+MAX_TIFF_STRIPS = 65536
+_TIFF_OFFSETS_TAGS = (273, 324)  # StripOffsets, TileOffsets
 
 Image.preinit()  # the other decoders Image.open would import first (PPM)
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
@@ -67,7 +74,9 @@ def decode_image(
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if not source.read(1):
         raise UnsupportedMediaError("the image is empty")
+    _check_tiff_strips(source)
     source.seek(0)
+    _defer_pillow_pixel_limit(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -172,6 +181,38 @@ def _starts_like_an_allowed_format(source: BinaryIO) -> bool:
             or (head[:2] == b"BM" and len(head) == 18 and int.from_bytes(head[14:], "little") in _DIB_HEADER_SIZES))
 
 
+def _defer_pillow_pixel_limit(max_pixels: int) -> None:
+    """Pillow's bomb guard (a warning past ``Image.MAX_IMAGE_PIXELS``, an error in decode_image, and
+    its own error past twice it) never refuses what ``max_pixels`` allows: raised to it if lower."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _check_tiff_strips(source: BinaryIO) -> None:
+    """Refuse a TIFF whose first directory lists more than MAX_TIFF_STRIPS strips or tiles, read
+    from the directory's entries before Pillow (which builds a tile per strip as it opens the file)."""
+    source.seek(0)
+    head = source.read(16)
+    if not head.startswith(_TIFF_SIGNATURES):
+        return
+    endian, order = ("<", "little") if head[:2] == b"II" else (">", "big")
+    big = head[2] == 43  # BigTIFF, as Pillow tells it: 8-byte counts and offsets
+    offset = head[8:16] if big else head[4:8]
+    if len(offset) < (8 if big else 4) or int.from_bytes(offset, order) >= 2**63:  # Pillow's to refuse
+        return
+    source.seek(int.from_bytes(offset, order))
+    entries = int.from_bytes(source.read(8 if big else 2), order)
+    entry = np.dtype([("tag", endian + "u2"), ("type", endian + "u2"),
+                      ("count", endian + ("u8" if big else "u4")), ("value", f"V{8 if big else 4}")])
+    table = source.read(min(entries, 1 << 20) * entry.itemsize)
+    table = np.frombuffer(table, entry, count=len(table) // entry.itemsize)
+    strips = table["count"][np.isin(table["tag"], _TIFF_OFFSETS_TAGS)]
+    if strips.size and strips.max() > MAX_TIFF_STRIPS:
+        raise PayloadTooLargeError(
+            f"the TIFF has more than {MAX_TIFF_STRIPS} strips or tiles: refused, decoding it would take too long"
+        )
+
+
 def _check_pixels(image: Image.Image, max_pixels: int) -> None:
     width, height = image.size
     if width < 1 or height < 1:
@@ -236,7 +277,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return _gray_to_rgb(image)
     if keyed and mode in ("P", "RGB", "L", "1"):
         image = image.convert("RGBA")  # the key colour becomes alpha 0
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if image.mode == "La":  # (premultiplied gray) Pillow converts it to LA only
+        image = image.convert("LA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa"):
         rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         # Pasting through the alpha channel onto white gives alpha_composite's exact bytes with
         # one full-size copy instead of four (~9 instead of ~20 bytes per pixel at the peak).

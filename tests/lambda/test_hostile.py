@@ -55,6 +55,7 @@ from bench.crafted import (
     png_real_bomb,
     png_rgb16,
     tiff_header_bomb,
+    tiff_strip_bomb,
     webp_header_bomb,
 )
 from local_lambda import Emulator
@@ -145,6 +146,7 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         "png-valid-20000x20000-50KB": png_real_bomb(),
         "jpeg-2600x1600-over-pixel-limit": encode(gradient, "JPEG", quality=80),
         "jpeg-progressive-scan-repeated-3000x": jpeg_scan_bomb(),  # ~100 KB, 3000 passes over 2.25 MP
+        "tiff-2-pixels-1000000-strips": tiff_strip_bomb(),  # ~2 MB, ~10 s of Python without the strip limit
         # truncated / corrupt -> 422
         "jpeg-truncated-half": cat_jpeg[: len(cat_jpeg) // 2],
         "jpeg-header-only": cat_jpeg[:200],
@@ -187,6 +189,7 @@ IMAGE_EXPECTATIONS = {
     "png-valid-20000x20000-50KB": (413, "payload_too_large"),
     "jpeg-2600x1600-over-pixel-limit": (413, "payload_too_large"),
     "jpeg-progressive-scan-repeated-3000x": (413, "payload_too_large"),
+    "tiff-2-pixels-1000000-strips": (413, "payload_too_large"),
     "jpeg-truncated-half": (422, "corrupt_image"),
     "jpeg-header-only": (422, "corrupt_image"),
     "png-corrupt-idat": (422, "corrupt_image"),

@@ -1,11 +1,13 @@
 import functools
 import io
 import os
+import struct
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bench.crafted import tiff_strip_bomb
 from classifier.decode import decode_image, to_rgb
 from classifier.errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
 from classifier.spec import DRAFT_HEADROOM, Preprocessing, draft_size
@@ -198,7 +200,6 @@ def test_pillow_user_warnings_stay_out_of_the_logs():
 def png_rgb16(pixels: np.ndarray, key: tuple[int, int, int] | None = None, exif: Image.Exif | None = None) -> bytes:
     """A 16-bit RGB PNG (Pillow writes none) of ``pixels`` (height, width, 3), with a tRNS colour
     key and an eXIf chunk when given; rows alternate filter types None and Sub (6 bytes a pixel)."""
-    import struct
     import zlib
 
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -254,7 +255,6 @@ def test_a_sixteen_bit_rgb_colour_key_keeps_the_exif_orientation():
 
 def png_gray(pixels: np.ndarray, bits: int, key: int | None = None) -> bytes:
     """A gray PNG of ``bits`` (1, 2 or 4) per pixel (Pillow writes none) with a tRNS key when given."""
-    import struct
     import zlib
 
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -290,8 +290,6 @@ def test_a_low_bit_gray_colour_key_is_keyed_at_the_files_bit_depth(bits):
 
 def png_chunks(data: bytes) -> list:
     """A PNG's chunks as (type, whole chunk bytes), in file order (after the signature)."""
-    import struct
-
     chunks, at = [], 8
     while at < len(data):
         length = struct.unpack_from(">I", data, at)[0]
@@ -329,8 +327,6 @@ def test_a_trns_after_idat_is_ignored_as_libpng_does():
 def lzw_tiff(edit_entries=None) -> bytes:
     """An LZW TIFF (decoded by libtiff, not by Pillow's own reader) with a private ASCII tag 65000;
     ``edit_entries(entries)`` may rewrite the IFD's 12-byte entries (a list, in file order)."""
-    import struct
-
     image = Image.linear_gradient("L").convert("RGB").resize((64, 64))
     data = bytearray(encode(image, "TIFF", compression="tiff_lzw", tiffinfo={65000: "private"}))
     assert data[:2] == b"II"
@@ -360,8 +356,6 @@ def test_libtiff_warnings_stay_out_of_the_logs(capfd):
 
 def corrupt_strip(data: bytes) -> bytes:
     """The LZW TIFF with the first bytes of its strip replaced: libtiff's decoder fails on them."""
-    import struct
-
     ifd = struct.unpack_from("<I", data, 4)[0]
     for i in range(struct.unpack_from("<H", data, ifd)[0]):
         tag, kind, _, value = struct.unpack_from("<HHII", data, ifd + 2 + 12 * i)
@@ -392,3 +386,40 @@ def test_libtiff_is_found_in_the_process_maps(tmp_path):
     assert _libtiff.loaded_libtiff(str(maps)) is None
     assert _libtiff.loaded_libtiff(str(tmp_path / "absent")) is None
     assert _libtiff.silence_errors(str(tmp_path / "absent.so")) is False  # cannot open: unchanged, no crash
+
+
+def test_gray_with_associated_alpha_is_composited_on_white():
+    # A TIFF of gray and associated (premultiplied) alpha, ExtraSamples 1, opens as mode La, which
+    # Pillow converts to LA only: it was a 422 ("conversion from La to L not supported")
+    image = Image.fromarray(np.array([[[100, 255], [0, 0], [30, 255]]], np.uint8), "LA")
+    data = bytearray(encode(image, "TIFF"))
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        if struct.unpack_from("<H", data, ifd + 2 + 12 * i)[0] == 338:  # ExtraSamples: 2 (unassociated) -> 1
+            struct.pack_into("<H", data, ifd + 2 + 12 * i + 8, 1)
+    assert Image.open(io.BytesIO(data)).mode == "La"
+    assert np.asarray(decode_image(bytes(data), MAX))[0].tolist() == [[100] * 3, [255] * 3, [30] * 3]
+
+
+@pytest.mark.parametrize("prefix", [b"II*\x00", b"MM\x00*", b"II+\x00"], ids=["little-endian", "big-endian", "bigtiff"])
+def test_a_tiff_of_too_many_strips_is_refused_before_pillow_reads_them(prefix):
+    # Pillow decodes an uncompressed TIFF strip by strip in Python (~10 us each), one per entry
+    # however few pixels there are: a 2-pixel TIFF of 15 MB held about a minute of CPU and 2 GB.
+    assert np.asarray(decode_image(tiff_strip_bomb(1000, prefix), MAX)).tolist() == [[[128] * 3]] * 2
+    data = tiff_strip_bomb(100_000, prefix)
+    assert Image.open(io.BytesIO(data)).size == (1, 2)
+    with pytest.raises(PayloadTooLargeError, match="strips"):
+        decode_image(data, MAX)
+    assert decode_image(tiff_strip_bomb(1000, prefix), MAX).size == (1, 2)  # the next request still served
+
+
+def test_a_pixel_limit_above_pillows_own_is_honoured(monkeypatch):
+    # Pillow warns past Image.MAX_IMAGE_PIXELS (89.5 MP; an error in decode_image) and refuses past
+    # twice it: a MAX_IMAGE_PIXELS setting above that was capped, and the 413 claimed the image was over it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    warned, refused = encode(Image.new("L", (40, 40), 9), "PNG"), encode(Image.new("L", (50, 50), 9), "PNG")  # 1600, 2500 pixels
+    assert decode_image(warned, 2500).size == (40, 40)
+    assert decode_image(refused, 2500).size == (50, 50)
+    with pytest.raises(PayloadTooLargeError, match="50x50"):
+        decode_image(refused, 2499)
+    assert decode_image(warned, 2000).size == (40, 40)
