@@ -92,6 +92,13 @@ def tiff_strip_bomb(strips: int = 1_000_000, prefix: bytes = b"II*\x00") -> byte
     return head + ifd + bytes(8 if big else 4) + b"\x80\x00" + np.full(strips, pixel, endian + "u2").tobytes()
 
 
+def jpeg_header_padding_bomb(segments: int = 3_700_000, fill: int = 0) -> bytes:
+    """A valid 8x8 JPEG with ``segments`` empty APP5 segments (4 bytes each) and ``fill`` FF fill
+    bytes before its own header: Pillow walks both in Python (~1.3 us a segment, ~0.4 us a byte)."""
+    small = encode(Image.new("RGB", (8, 8), (1, 2, 3)), "JPEG")
+    return small[:2] + b"\xff\xe5\x00\x02" * segments + b"\xff" * fill + small[2:]
+
+
 def webp_header_bomb() -> bytes:
     """A lossless WebP whose VP8L header claims 16384x16384 (the format's maximum)."""
     data = bytearray(encode(Image.new("RGBA", (8, 8)), "WEBP", lossless=True))

@@ -13,7 +13,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 # request would import them (~9 ms), and the first WebP/GIF/BMP/TIFF one every plugin Pillow has.
 from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
-from . import _libtiff
+from . import _file_limits, _libtiff
 from ._jpeg_scans import ScanLimitedReader
 from .errors import ClassifierError, CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
 from .spec import SOURCE_GRID_KEY, SourceGrid
@@ -24,17 +24,8 @@ _libtiff.silence_errors()  # libtiff's error messages would be plain-text lines 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 # Their leading bytes, as Pillow's plugins check them (WebP: RIFF....WEBP, and BMP: "BM" then a
 # known DIB header size at byte 14, checked apart; TIFF: Pillow's PREFIXES).
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a",
-               b"MM\x00*", b"II*\x00", b"MM*\x00", b"II\x00*", b"MM\x00+", b"II+\x00")
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a") + _file_limits.TIFF_PREFIXES
 _DIB_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)
-_TIFF_SIGNATURES = _SIGNATURES[4:]
-# Pillow decodes an uncompressed TIFF strip by strip (or tile by tile) in Python, ~10 us each, and
-# takes one per StripOffsets/TileOffsets entry however few pixels the image has (past the last row
-# it starts over): at 2 bytes an entry, a 2-pixel TIFF of 15 MB held a minute of CPU and ~2 GB.
-# A real file lists a few thousand at most (libtiff writes strips of ~8 KB).
-MAX_TIFF_STRIPS = 65536
-_TIFF_OFFSETS_TAGS = (273, 324)  # StripOffsets, TileOffsets
-
 Image.preinit()  # the other decoders Image.open would import first (PPM)
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 # PNG gray rawmodes Pillow scales to 8 bits -> the factor (0-3 -> 0-255, 0-15 -> 0-255).
@@ -74,7 +65,7 @@ def decode_image(
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if not source.read(1):
         raise UnsupportedMediaError("the image is empty")
-    _check_tiff_strips(source)
+    _file_limits.check(source)  # TIFF strips, JPEG header segments: before Pillow walks them
     source.seek(0)
     _defer_pillow_pixel_limit(max_pixels)
     try:
@@ -186,31 +177,6 @@ def _defer_pillow_pixel_limit(max_pixels: int) -> None:
     its own error past twice it) never refuses what ``max_pixels`` allows: raised to it if lower."""
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
         Image.MAX_IMAGE_PIXELS = max_pixels
-
-
-def _check_tiff_strips(source: BinaryIO) -> None:
-    """Refuse a TIFF whose first directory lists more than MAX_TIFF_STRIPS strips or tiles, read
-    from the directory's entries before Pillow (which builds a tile per strip as it opens the file)."""
-    source.seek(0)
-    head = source.read(16)
-    if not head.startswith(_TIFF_SIGNATURES):
-        return
-    endian, order = ("<", "little") if head[:2] == b"II" else (">", "big")
-    big = head[2] == 43  # BigTIFF, as Pillow tells it: 8-byte counts and offsets
-    offset = head[8:16] if big else head[4:8]
-    if len(offset) < (8 if big else 4) or int.from_bytes(offset, order) >= 2**63:  # Pillow's to refuse
-        return
-    source.seek(int.from_bytes(offset, order))
-    entries = int.from_bytes(source.read(8 if big else 2), order)
-    entry = np.dtype([("tag", endian + "u2"), ("type", endian + "u2"),
-                      ("count", endian + ("u8" if big else "u4")), ("value", f"V{8 if big else 4}")])
-    table = source.read(min(entries, 1 << 20) * entry.itemsize)
-    table = np.frombuffer(table, entry, count=len(table) // entry.itemsize)
-    strips = table["count"][np.isin(table["tag"], _TIFF_OFFSETS_TAGS)]
-    if strips.size and strips.max() > MAX_TIFF_STRIPS:
-        raise PayloadTooLargeError(
-            f"the TIFF has more than {MAX_TIFF_STRIPS} strips or tiles: refused, decoding it would take too long"
-        )
 
 
 def _check_pixels(image: Image.Image, max_pixels: int) -> None:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.crafted import tiff_strip_bomb
+from bench.crafted import jpeg_header_padding_bomb, tiff_strip_bomb
+from classifier import _file_limits
 from classifier.decode import decode_image, to_rgb
 from classifier.errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
 from classifier.spec import DRAFT_HEADROOM, Preprocessing, draft_size
@@ -411,6 +412,33 @@ def test_a_tiff_of_too_many_strips_is_refused_before_pillow_reads_them(prefix):
     with pytest.raises(PayloadTooLargeError, match="strips"):
         decode_image(data, MAX)
     assert decode_image(tiff_strip_bomb(1000, prefix), MAX).size == (1, 2)  # the next request still served
+
+
+class CountingReader(io.BytesIO):
+    """Counts the bytes read, to show how far a check walked into a file."""
+
+    taken = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self.taken += len(data)
+        return data
+
+
+@pytest.mark.parametrize("segments, fill", [(3_700_000, 0), (_file_limits.MAX_JPEG_SEGMENTS, 0),
+                                            (0, 15_000_000), (0, _file_limits.MAX_JPEG_LOOSE_BYTES + 1)])
+def test_a_jpeg_header_padded_far_beyond_a_real_one_is_refused_early(segments, fill):
+    # Pillow walks a JPEG's header in Python, a step per segment and per byte between them: 15 MB
+    # of empty APP segments or of fill bytes held ~5 s of CPU. Refused after a bounded walk.
+    source = CountingReader(jpeg_header_padding_bomb(segments, fill))
+    with pytest.raises(PayloadTooLargeError, match="JPEG header"):
+        decode_image(source, MAX)
+    assert source.taken < 4 * _file_limits.MAX_JPEG_SEGMENTS + _file_limits.MAX_JPEG_LOOSE_BYTES + 4096
+
+
+@pytest.mark.parametrize("segments, fill", [(0, 0), (200, 0), (0, 100), (900, _file_limits.MAX_JPEG_LOOSE_BYTES - 1)])
+def test_a_jpeg_header_within_the_limits_decodes(segments, fill):
+    assert decode_image(jpeg_header_padding_bomb(segments, fill), MAX).size == (8, 8)
 
 
 def test_a_pixel_limit_above_pillows_own_is_honoured(monkeypatch):

@@ -1,0 +1,99 @@
+"""Work limits read from a file's own structure, before Pillow parses it.
+
+Some of Pillow's parsers walk a file in Python, one step per structure the file lists, however few
+pixels it has: the pixel and byte limits cannot see that cost. Each check here reads only the
+structure (a few hundred bytes for a real file) and refuses a file that would make Pillow take
+orders of magnitude more steps than any real one. The progressive-JPEG scan limit, which is
+counted while libjpeg decodes, is in ``_jpeg_scans``.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import BinaryIO
+
+import numpy as np
+
+from .errors import PayloadTooLargeError
+
+# Pillow decodes an uncompressed TIFF strip by strip (or tile by tile) in Python, ~10 us each, and
+# takes one per StripOffsets/TileOffsets entry however few pixels the image has (past the last row
+# it starts over): at 2 bytes an entry, a 2-pixel TIFF of 15 MB held a minute of CPU and ~2 GB.
+# A real file lists a few thousand at most (libtiff writes strips of ~8 KB).
+MAX_TIFF_STRIPS = 65536
+TIFF_PREFIXES = (b"MM\x00*", b"II*\x00", b"MM*\x00", b"II\x00*", b"MM\x00+", b"II+\x00")  # Pillow's
+_TIFF_OFFSETS_TAGS = (273, 324)  # StripOffsets, TileOffsets
+
+# Pillow reads a JPEG's header (everything before the first scan) in Python: a step per segment
+# and per byte between segments (fill bytes, junk). A 15 MB file of empty APP segments or of fill
+# bytes held ~5 s of CPU and up to ~0.5 GB. A real header has tens of segments (an ICC profile or
+# extended XMP split into 64 KB chunks adds one per chunk) and no bytes between them.
+MAX_JPEG_SEGMENTS = 1000
+MAX_JPEG_LOOSE_BYTES = 65536
+_NO_LENGTH = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM: markers without a length
+_END_OF_HEADER = (0xDA, 0xD9)  # start of scan (libjpeg takes over), end of image
+
+
+def check(source: BinaryIO) -> None:
+    """Refuse (413) a TIFF or JPEG whose structure would hold Pillow's parser far beyond a real
+    file's cost. Leaves ``source``'s position anywhere: the caller seeks back."""
+    source.seek(0)
+    head = source.read(16)
+    if head.startswith(TIFF_PREFIXES):
+        _check_tiff_strips(source, head)
+    elif head.startswith(b"\xff\xd8\xff"):
+        _check_jpeg_header(source)
+
+
+def _check_tiff_strips(source: BinaryIO, head: bytes) -> None:
+    """More than MAX_TIFF_STRIPS strips or tiles in the first directory (the frame decoded)."""
+    endian, order = ("<", "little") if head[:2] == b"II" else (">", "big")
+    big = head[2] == 43  # BigTIFF, as Pillow tells it: 8-byte counts and offsets
+    offset = head[8:16] if big else head[4:8]
+    if len(offset) < (8 if big else 4) or int.from_bytes(offset, order) >= 2**63:  # Pillow's to refuse
+        return
+    source.seek(int.from_bytes(offset, order))
+    entries = int.from_bytes(source.read(8 if big else 2), order)
+    entry = np.dtype([("tag", endian + "u2"), ("type", endian + "u2"),
+                      ("count", endian + ("u8" if big else "u4")), ("value", f"V{8 if big else 4}")])
+    table = source.read(min(entries, 1 << 20) * entry.itemsize)
+    table = np.frombuffer(table, entry, count=len(table) // entry.itemsize)
+    strips = table["count"][np.isin(table["tag"], _TIFF_OFFSETS_TAGS)]
+    if strips.size and strips.max() > MAX_TIFF_STRIPS:
+        raise PayloadTooLargeError(
+            f"the TIFF has more than {MAX_TIFF_STRIPS} strips or tiles: refused, decoding it would take too long"
+        )
+
+
+def _check_jpeg_header(source: BinaryIO) -> None:
+    """More than MAX_JPEG_SEGMENTS segments, or MAX_JPEG_LOOSE_BYTES bytes between them, before the
+    first scan. Walks the header as Pillow does, seeking over each segment's payload."""
+    source.seek(2)  # past SOI
+    segments = loose = 0
+    while segments <= MAX_JPEG_SEGMENTS and loose <= MAX_JPEG_LOOSE_BYTES:
+        byte = source.read(1)
+        if byte != b"\xff":
+            if not byte:
+                return  # truncated: Pillow's to report
+            loose += 1
+            continue
+        marker = source.read(1)
+        while marker == b"\xff" and loose <= MAX_JPEG_LOOSE_BYTES:  # fill bytes
+            loose += 1
+            marker = source.read(1)
+        if not marker or marker[0] in _END_OF_HEADER:
+            return
+        if marker == b"\xff":
+            break  # too many fill bytes
+        segments += 1
+        if marker[0] == 0x00:  # an escaped FF: junk to Pillow too
+            loose += 1
+        elif marker[0] not in _NO_LENGTH:
+            length = int.from_bytes(source.read(2), "big")
+            if length < 2:
+                return  # Pillow's to refuse
+            source.seek(length - 2, io.SEEK_CUR)
+    raise PayloadTooLargeError(
+        f"the JPEG header has more than {MAX_JPEG_SEGMENTS} segments or {MAX_JPEG_LOOSE_BYTES} bytes between "
+        "them (a real one has tens and none): refused, parsing it would take too long"
+    )
