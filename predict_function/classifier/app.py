@@ -42,7 +42,8 @@ def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telem
             source = image_source(request, fetch, deadline_from(context, PROCESSING_RESERVE_SECONDS))
         try:
             with record.timed("decode"):
-                image = decode_image(source, settings.max_image_pixels, draft_size=fit)
+                image = decode_image(source, settings.max_image_pixels, draft_size=fit,
+                                     max_decoded_pixels=settings.max_decoded_pixels)
         finally:
             record.image_bytes, waited = release(source)  # a streamed body: stop downloading
             record.move_time(waited, "decode", "fetch")  # decoding, the reads waited for the network

@@ -44,7 +44,8 @@ _ORIENTATION_AXES = {
 
 
 def decode_image(
-    data: bytes | BinaryIO, max_pixels: int, draft_size: Callable[[int, int], tuple[int, int]] | None = None
+    data: bytes | BinaryIO, max_pixels: int, draft_size: Callable[[int, int], tuple[int, int]] | None = None,
+    max_decoded_pixels: int | None = None,
 ) -> Image.Image:
     """Decode the first frame, apply EXIF orientation, return an RGB image.
 
@@ -60,7 +61,8 @@ def decode_image(
     (EXIF orientation applied, as returned): a JPEG is then decoded at the largest DCT reduction
     (1/2, 1/4, 1/8) that still covers it, several times faster than a full decode of a phone photo, and ``image.info`` carries a
     ``spec.SourceGrid`` saying where the full-size image lies on the reduced pixels (so the
-    center crop is taken where a full decode would take it).
+    center crop is taken where a full decode would take it). ``max_decoded_pixels`` caps the
+    pixels actually decoded (after that reduction), the most the function's memory holds.
     """
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if not source.read(1):
@@ -82,6 +84,7 @@ def decode_image(
                     image.fp = ScanLimitedReader(image.fp)
                 if draft_size is not None:
                     reduced = image.draft(image.mode, _stored_draft_size(image, draft_size))
+            _check_decoded_pixels(image, max_decoded_pixels)
             png = image.format == "PNG"
             if png and "transparency" in image.info:
                 _scale_low_bit_gray_key(image)
@@ -170,6 +173,15 @@ def _starts_like_an_allowed_format(source: BinaryIO) -> bool:
     head = source.read(18)
     return (head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
             or (head[:2] == b"BM" and len(head) == 18 and int.from_bytes(head[14:], "little") in _DIB_HEADER_SIZES))
+
+
+def _check_decoded_pixels(image: Image.Image, max_decoded_pixels: int | None) -> None:
+    """The pixels about to be decoded (a JPEG's after its DCT reduction) against what memory holds."""
+    if max_decoded_pixels is not None and image.width * image.height > max_decoded_pixels:
+        raise PayloadTooLargeError(
+            f"decoding a {image.width}x{image.height} image needs more memory than the function has (at most "
+            f"{max_decoded_pixels} pixels at its MemorySize): send a smaller image, or raise MemorySize"
+        )
 
 
 def _defer_pillow_pixel_limit(max_pixels: int) -> None:

@@ -28,6 +28,14 @@ LAMBDA_MEMORY_SIZE = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
 # Lambda gives one vCPU's worth of CPU time per 1769 MB of memory (and shows 2 CPUs up to 3008 MB).
 MB_PER_VCPU = 1769
 DEFAULT_MODEL_RELATIVE_PATH = os.path.join("model", "model.onnx")
+# Decoding peaks at up to 17 bytes per decoded pixel over the warm runtime (a lossless WebP with
+# alpha: Pillow's RGBA, its copy, the composite on white; a float TIFF 13, an 8-bit PNG with alpha 9,
+# a JPEG decoded at full size 4), measured by `python -m bench.decode_memory`. Lambda kills a runtime
+# that outgrows MemorySize, so the pixels one request may decode are capped by what the memory holds
+# once the runtime (~100-120 MB warm), the request's bytes (an inline image or a URL's body, up to
+# 15 MB, held while decoding) and a margin are set aside: 18 MP at 512 MB, 48 MP at 1024 MB.
+DECODE_BYTES_PER_PIXEL = 18
+DECODE_RESERVED_MB = 200
 
 
 def _flag(value: str | None) -> bool:
@@ -47,6 +55,13 @@ def granted_cpus(memory_mb: int | None, cpus: int) -> int:
     return max(1, min(cpus, math.ceil(memory_mb / MB_PER_VCPU)))
 
 
+def decode_pixel_budget(memory_mb: int | None) -> int | None:
+    """The most pixels one request may decode at ``memory_mb`` (None: no memory limit known)."""
+    if not memory_mb or memory_mb <= 0:
+        return None
+    return max(1, (memory_mb - DECODE_RESERVED_MB) * 2**20 // DECODE_BYTES_PER_PIXEL)
+
+
 def _default_model_path(env: Mapping[str, str]) -> str:
     task_root = env.get(LAMBDA_TASK_ROOT) or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return os.path.join(task_root, DEFAULT_MODEL_RELATIVE_PATH)
@@ -61,6 +76,7 @@ class Settings:
     allowed_ports: tuple[int, ...] = (80, 443)
     max_download_bytes: int = 15 * 1024 * 1024
     max_image_pixels: int = 50_000_000
+    max_decoded_pixels: int | None = None  # what MemorySize holds (decode_pixel_budget); None: unknown
     fetch_connect_timeout: float = 3.0
     fetch_read_timeout: float = 10.0
     max_redirects: int = 3
@@ -87,7 +103,8 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         try:
-            cpus = granted_cpus(int(env.get(LAMBDA_MEMORY_SIZE) or 0), len(os.sched_getaffinity(0)))
+            memory_mb = int(env.get(LAMBDA_MEMORY_SIZE) or 0)
+            cpus = granted_cpus(memory_mb, len(os.sched_getaffinity(0)))
             return cls(
                 model_path=env.get(MODEL_PATH) or _default_model_path(env),
                 default_top_k=int(env.get(DEFAULT_TOP_K, 5)),
@@ -96,6 +113,7 @@ class Settings:
                 allowed_ports=tuple(int(p) for p in _csv(env.get(ALLOWED_PORTS, "80,443"))),
                 max_download_bytes=int(env.get(MAX_DOWNLOAD_BYTES, 15 * 1024 * 1024)),
                 max_image_pixels=int(env.get(MAX_IMAGE_PIXELS, 50_000_000)),
+                max_decoded_pixels=decode_pixel_budget(memory_mb),
                 fetch_connect_timeout=float(env.get(FETCH_CONNECT_TIMEOUT, 3.0)),
                 fetch_read_timeout=float(env.get(FETCH_READ_TIMEOUT, 10.0)),
                 max_redirects=int(env.get(MAX_REDIRECTS, 3)),

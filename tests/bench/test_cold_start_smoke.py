@@ -1,4 +1,4 @@
-"""bench/cold_start.py, session_options.py, idle_threads.py and fetch_cost.py on a tiny scale: every variant starts, runs, and is reported (no time asserted)."""
+"""bench/cold_start.py, session_options.py, idle_threads.py, fetch_cost.py and decode_memory.py on a tiny scale: every variant starts, runs, and is reported (no time asserted)."""
 
 from __future__ import annotations
 
@@ -97,3 +97,13 @@ def test_fetch_cost_fetches_the_same_image_both_ways_and_reports_both(tmp_path, 
     assert set(rows) == {"fetch_url", "http.client"}
     for p50, p95, cpu in rows.values():
         assert 0 < p50 <= p95 and cpu > 0
+
+
+def test_decode_memory_reports_every_kind_of_image(tmp_path, capsys):
+    from bench import decode_memory
+
+    assert decode_memory.main(["--mp", "4", "--runs", "1", "--build-dir", str(tmp_path)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(rows) == set(decode_memory.KINDS)
+    assert float(rows["jpeg-reduced-decode"][2]) < float(rows["jpeg-full-decode"][2]) == 4.0  # decoded MP
+    assert all(float(row[4]) >= float(row[3]) > 0 for row in rows.values())  # peak >= warm

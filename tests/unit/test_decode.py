@@ -451,3 +451,22 @@ def test_a_pixel_limit_above_pillows_own_is_honoured(monkeypatch):
     with pytest.raises(PayloadTooLargeError, match="50x50"):
         decode_image(refused, 2499)
     assert decode_image(warned, 2000).size == (40, 40)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_the_decoded_pixels_are_capped_by_what_memory_holds(fmt):
+    # settings.decode_pixel_budget: over it, the decode would outgrow MemorySize (Lambda kills the runtime)
+    data = encode(Image.new("RGBA" if fmt in ("PNG", "WEBP", "TIFF") else "RGB", (400, 300), (9, 9, 9)), fmt)
+    assert decode_image(data, MAX, max_decoded_pixels=120_000).size == (400, 300)
+    with pytest.raises(PayloadTooLargeError, match="400x300 image needs more memory than the function has"):
+        decode_image(data, MAX, max_decoded_pixels=119_999)
+
+
+def test_a_jpeg_is_held_to_the_memory_cap_at_the_size_it_is_decoded_at():
+    spec = Preprocessing(width=224, height=224, resize="bicubic", crop_fraction=0.875)
+    data = encode(Image.new("RGB", (4000, 3000), (90, 120, 30)), "JPEG")
+    fit = functools.partial(draft_size, spec)
+    reduced = decode_image(data, MAX, draft_size=fit, max_decoded_pixels=1_000_000)  # 12 MP, decoded at 1/4
+    assert reduced.size == (1000, 750)
+    with pytest.raises(PayloadTooLargeError, match="4000x3000"):
+        decode_image(data, MAX, max_decoded_pixels=1_000_000)  # no reduction asked for: all 12 MP

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from classifier.settings import Settings, granted_cpus
+from classifier.settings import Settings, decode_pixel_budget, granted_cpus
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,18 @@ def test_from_env_resolves_cpus_and_threads_from_the_lambda_memory_size():
     assert Settings.from_env({"ORT_INTRA_OP_THREADS": "0"}).ort_intra_op_threads == cpus
     with pytest.raises(ValueError, match="invalid function setting"):
         Settings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "lots"})
+
+
+@pytest.mark.parametrize("memory_mb, megapixels", [(512, 18.2), (1024, 48.0), (2048, 107.6), (10240, 584.9)])
+def test_the_pixels_a_request_may_decode_follow_the_memory_size(memory_mb, megapixels):
+    # (MemorySize - 200 MB) / 18 bytes a pixel: the lossless WebP with alpha peaks at 17 (bench.decode_memory)
+    assert decode_pixel_budget(memory_mb) / 1e6 == pytest.approx(megapixels, abs=0.1)
+    assert Settings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb)}).max_decoded_pixels == decode_pixel_budget(memory_mb)
+
+
+def test_no_decode_budget_where_the_memory_is_unknown():
+    assert decode_pixel_budget(None) is None and decode_pixel_budget(0) is None
+    assert Settings.from_env({}).max_decoded_pixels is None
 
 
 def test_onnxruntime_threads_do_not_spin_unless_asked():
