@@ -34,6 +34,20 @@ def _size(values: list[str]) -> tuple[int, int]:
     return numbers[0], numbers[1]
 
 
+def _check_output(path: Path, option: str = "--output") -> None:
+    """Refuse an output that cannot be written before any work (not with a traceback after the
+    conversion and the check)."""
+    if path.suffix != ".onnx":
+        raise ExportError(f"{option} must end in .onnx, got {path}")
+    if path.is_dir():
+        raise ExportError(f"{option} {path} is a directory: give the .onnx file to write")
+    existing = next(parent for parent in path.absolute().parents if parent.exists())
+    if not existing.is_dir():
+        raise ExportError(f"{option} {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError(f"{option} {path}: no permission to write in {existing}")
+
+
 def _fraction(text: str) -> float:
     """argparse type: a number in [0, 1]."""
     try:
@@ -250,8 +264,8 @@ def export(args) -> int:
     kind = args.command
     module = _source_module(kind)
     output = Path(args.output)
-    if output.suffix != ".onnx":
-        raise ExportError(f"--output must end in .onnx, got {output}")
+    _check_output(output)
+    q_out = _quantized_output(args, output)
     labels = load_labels(args.labels) if args.labels else ()
     started = time.perf_counter()
     model = module.load(args.source)
@@ -287,16 +301,21 @@ def export(args) -> int:
                      labels=labels, activation=_choose_activation(args.activation, proto, card))
     write_card(proto, card)
     proto.producer_name = "model_export"
-    q_out = _quantized_output(args, output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     pending = output.with_name(f".{output.stem}.pending.onnx")
-    save_single_file(proto, pending)
     try:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            save_single_file(proto, pending)
+        except OSError as exc:
+            raise ExportError(f"cannot write {output}: {exc}") from exc
         report = _run_check(args, pending, kind, model, display_name=str(output))
         report.raise_for_failure()
         if q_out is not None:  # before --output is replaced: a failed gate leaves nothing half-done
             _quantize_pending(args, pending, output, q_out)
-        os.replace(pending, output)
+        try:
+            os.replace(pending, output)
+        except OSError as exc:
+            raise ExportError(f"cannot write {output}: {exc}") from exc
     finally:
         if pending.exists():
             pending.unlink()
@@ -312,6 +331,7 @@ def _quantized_output(args, output: Path) -> Path | None:
     q_out = Path(args.quantized_output) if args.quantized_output else output.with_name(f"{output.stem}-int8.onnx")
     if q_out.resolve() == output.resolve():
         raise ExportError(f"--quantized-output must differ from --output ({output})")
+    _check_output(q_out, "--quantized-output")
     return q_out
 
 
@@ -328,8 +348,7 @@ def _quantize_pending(args, pending: Path, output: Path, q_out: Path) -> None:
 
 def quantize_command(args) -> int:
     output = Path(args.output)
-    if output.suffix != ".onnx":
-        raise ExportError(f"--output must end in .onnx, got {output}")
+    _check_output(output)
     _write_quantized(args, Path(args.model), output, args.mode)
     return 0
 

@@ -57,7 +57,11 @@ def load(path: str | Path):
 
 def input_size(model) -> tuple[int | None, int | None]:
     """(height, width) of the model's image input (None where the model accepts any size)."""
-    shape = model.inputs[0].shape if getattr(model, "inputs", None) else model.input_shape
+    inputs = getattr(model, "inputs", None)
+    if inputs and len(inputs) != 1:
+        raise ExportError(f"an image classifier must have exactly one input (the image), this one has {len(inputs)}: "
+                          f"{[tuple(value.shape) for value in inputs]}")
+    shape = inputs[0].shape if inputs else model.input_shape
     shape = tuple(shape)
     if len(shape) != 4 or shape[-1] != 3:
         raise ExportError(f"expected a (batch, height, width, 3) image input, the model takes {shape}")
@@ -147,7 +151,11 @@ def predictor(model, layout: str = "NHWC"):
         raise ExportError("Keras models take NHWC input; use --layout NHWC")
 
     def predict(batch: np.ndarray) -> list[np.ndarray]:
-        out = model(batch, training=False)
+        try:
+            out = model(batch, training=False)
+        except Exception as exc:  # Keras/TF raise many types (a source that does not take the card's input)
+            raise ExportError(f"the Keras model raised {type(exc).__name__} on a batch of shape {batch.shape} "
+                              f"(the card's input): {exc}") from exc
         if isinstance(out, dict):  # matched to ONNX outputs by name in convert
             out = [out[key] for key in dict_output_keys(model) or out]
         if not isinstance(out, (list, tuple)):

@@ -124,6 +124,8 @@ def load_labels(source: str | Path) -> tuple[str, ...]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ExportError(f"cannot read labels file {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:  # a cp1252 or UTF-16 file from a Windows editor
+        raise ExportError(f"labels file {path} is not UTF-8 text ({exc}): save it as UTF-8") from exc
     if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
         try:
             data = json.loads(text)

@@ -2,8 +2,9 @@
 
 Inputs: real photos shipped in PyPI packages (scikit-image, scikit-learn) sent
 through :func:`classifier.spec.preprocess` with the card read back *from the ONNX
-file*, plus random-pixel images. The source framework and onnxruntime run on the
-same tensors; when the user gives their training-time preprocessing
+file*, plus random-pixel images, and the first photo alone (the batch of one the function
+runs: its output must keep the batch axis and equal that image's row in a batch). The
+source framework and onnxruntime run on the same tensors; when the user gives their training-time preprocessing
 (``reference_preprocess``), the source model gets that instead on the photos, which
 is what catches a wrong card (size, scale, layout, filter...).
 
@@ -179,7 +180,10 @@ def onnx_predictor(model_path: str | Path) -> tuple[Predict, list[str]]:
     names = [o.name for o in session.get_outputs()]
 
     def predict(x: np.ndarray) -> list[np.ndarray]:
-        return session.run(None, {input_name: x})
+        try:
+            return session.run(None, {input_name: x})
+        except Exception as exc:  # onnxruntime's InvalidArgument/Fail/...: one boundary
+            raise ExportError(f"onnxruntime cannot run {model_path} on a batch of shape {x.shape}: {exc}") from exc
 
     return predict, names
 
@@ -275,6 +279,31 @@ def _reference_tensor(reference_preprocess: Callable[[Image.Image], np.ndarray],
     return tensor
 
 
+def _compare_batch_of_one(
+    report: ParityReport, names: Sequence[str], example: str, x: np.ndarray,
+    batched: Sequence[np.ndarray], run_onnx: Predict,
+) -> None:
+    """The function runs one image at a time: the ONNX model must give, for a batch of one, the
+    batched outputs' row for that image (whose parity with the source the batched rows prove)
+    with its batch axis kept (a ``squeeze()`` drops it for one image only, so batched checks
+    pass and every request fails)."""
+    atol = report.tolerance.atol
+    for name, one, many in zip(names, run_onnx(x), batched):
+        one, many = np.asarray(one), np.asarray(many)
+        expected = (1,) + many.shape[1:]
+        if one.shape != expected:
+            report.mismatches.append(
+                f"single/{name}: shape {one.shape} from ONNX for a batch of one, expected {expected} (the function "
+                "runs one image at a time: keep the batch axis, e.g. squeeze(-1) or flatten(1) instead of squeeze())"
+            )
+            continue
+        with np.errstate(invalid="ignore"):
+            diff = float(np.abs(one[0].astype(np.float64) - many[0].astype(np.float64)).max(initial=0.0))
+        if not diff <= atol:  # NaN too
+            report.mismatches.append(f"single/{name} {example}: a batch of one gives max abs diff {diff:.3g} "
+                                     f"> atol {atol:g} from the same image in a batch")
+
+
 def check_parity(
     model_path: str | Path,
     predict: Predict,
@@ -324,6 +353,7 @@ def check_parity(
         if x_ref is not None:
             compare(report, card, "photos", names, [n for n, _ in photos], predict(x_ref), got,
                     atol=tolerance.reference_atol if reference_preprocess is not None else None)
+        _compare_batch_of_one(report, names, photos[0][0], x[:1], got, run_onnx)
         n_out = np.asarray(got[0]).reshape(len(x), -1).shape[1]
         problem = label_count_problem(len(card.labels), n_out)
         if problem:

@@ -137,8 +137,12 @@ def predictor(module, layout: str = "NCHW"):
         module = _nhwc_wrapper(module)
 
     def predict(batch: np.ndarray) -> list[np.ndarray]:
-        with torch.no_grad():
-            out = module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+        try:
+            with torch.no_grad():
+                out = module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+        except Exception as exc:  # the user's forward() raises anything (a source that does not take the card's input)
+            raise ExportError(f"the PyTorch model raised {type(exc).__name__} on a batch of shape {batch.shape} "
+                              f"(the card's input): {exc}") from exc
         return [_to_numpy(torch, o) for o in _leaves(out)]
 
     return predict

@@ -255,6 +255,9 @@ def quantize(
                 f"refusing to write {output}: INT8 top-1 agrees with fp32 on {report.top1_agree}/{len(x)} photos "
                 f"({report.agreement:.0%}), below the required {min_agreement:.0%}\n{report.table()}"
             )
-        output.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(candidate, output)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(candidate, output)
+        except OSError as exc:
+            raise ExportError(f"cannot write {output}: {exc}") from exc
     return replace(report, written=True)

@@ -267,3 +267,19 @@ def test_normalization_must_be_given(exported, workdir, capsys):
     source = exported[("small_cnn", ".keras")][0]
     rc = main(["keras", str(source), "--output", str(workdir / "x.onnx")])
     assert rc == 2 and "--preset" in capsys.readouterr().err
+
+
+def test_a_model_with_several_inputs_is_refused_clearly(workdir, capsys):
+    """An image plus a metadata vector: one clear line, not three repeats of tf2onnx's failures."""
+    import keras
+
+    image, extra = keras.Input((32, 32, 3)), keras.Input((5,))
+    features = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(image), extra])
+    model = keras.Model([image, extra], keras.layers.Dense(3)(features))
+    source = workdir / "two-inputs.keras"
+    model.save(source)
+    for size in ([], ["--size", "32"]):
+        rc = main(["keras", str(source), "--preset", "raw", *size, "--output", str(workdir / "two-inputs.onnx")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "must have exactly one input (the image), this one has 2" in err, err
+        assert "tf2onnx" not in err

@@ -181,3 +181,13 @@ def test_types_the_function_cannot_feed_or_read_are_refused_at_export(input_type
 def test_float_scores_with_other_numpy_outputs_are_kept():
     model = standardize_io(_graph(TensorProto.FLOAT, [TensorProto.FLOAT16, TensorProto.INT64, TensorProto.BOOL]))
     assert [o.name for o in model.graph.output] == ["output_0", "output_1", "output_2"]
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_a_labels_file_that_is_not_utf8_is_a_clear_error(tmp_path, encoding):
+    """A labels file saved by a Windows editor (cp1252 'café', or Notepad's UTF-16) is an
+    ExportError naming the file and the fix (exit 2), not a UnicodeDecodeError traceback."""
+    path = tmp_path / "labels.txt"
+    path.write_bytes("café\nthé\n".encode(encoding))
+    with pytest.raises(ExportError, match=r"labels file .*labels.txt is not UTF-8 text .*save it as UTF-8"):
+        load_labels(path)

@@ -99,3 +99,35 @@ def test_card_that_applies_sigmoid_twice_or_mislabels_fails(binary_model, photos
 def test_reference_preprocessing_must_return_a_tensor(binary_model, photos):
     with pytest.raises(ExportError, match="the reference preprocessing returned NoneType, not a tensor"):
         check_parity(*binary_model((), "none"), photos=photos, reference_preprocess=no_tensor)
+
+
+def test_the_batch_of_one_the_function_runs_is_checked(tmp_path, photos):
+    """A Squeeze without axes gives (N,) for the batched inputs, the same as the source, but a
+    scalar for one image, which the function cannot read: a mismatch of its own."""
+    path = tmp_path / "squeezed.onnx"
+    card = ModelCard("s", "1", build_preprocessing(4, 4, preset="unit"), (), "sigmoid")
+    onnx.save(write_card(tiny_model(1, ("Squeeze",)), card), str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    report = check_parity(path, lambda x: session.run(None, {"input": x}), photos=photos, n_random=2)
+    assert not report.ok
+    assert [m for m in report.mismatches if m.startswith("single/")] == [
+        "single/output: shape () from ONNX for a batch of one, expected (1,) (the function runs one image "
+        "at a time: keep the batch axis, e.g. squeeze(-1) or flatten(1) instead of squeeze())"
+    ]
+    # a well-formed model passes it
+    good = tmp_path / "good.onnx"
+    onnx.save(write_card(tiny_model(3), CARD), str(good))
+    session = ort.InferenceSession(str(good), providers=["CPUExecutionProvider"])
+    report = check_parity(good, lambda x: session.run(None, {"input": x}), photos=photos, n_random=2)
+    assert report.ok, report.table()
+
+
+def test_an_onnx_model_that_cannot_run_the_check_batch_is_an_export_error(tmp_path, photos):
+    """``check`` on a file whose input batch is fixed at 1 (exported elsewhere, card added):
+    onnxruntime's InvalidArgument is translated at the boundary, not a traceback."""
+    model = write_card(tiny_model(3), CARD)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    path = tmp_path / "batch1.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ExportError, match=r"onnxruntime cannot run .*batch1.onnx on a batch of shape \(7, 4, 4, 3\)"):
+        check_parity(path, lambda x: [np.zeros((len(x), 3), np.float32)], photos=photos, n_random=2)

@@ -297,3 +297,61 @@ def test_strip_build_paths_keeps_other_node_metadata():
     model = oh.make_model(oh.make_graph([node], "g", [], []))
     assert strip_build_paths(model) == 1
     assert [(e.key, e.value) for e in model.graph.node[0].metadata_props] == [("namespace", "model/relu")]
+
+
+def test_a_model_that_drops_the_batch_axis_of_one_image_is_refused(tmp_path, capsys):
+    """``.squeeze()`` turns (N, 1) into (N,) for the batched parity inputs but into a scalar for the
+    batch of one the function runs, which fails every request there: the check runs a batch of one."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("negative\npositive\n")
+    out = tmp_path / "squeezed.onnx"
+    assert main(["pytorch", "torch_models:squeezed_logit", "--size", "16", "--preset", "unit",
+                 "--labels", str(labels), "--output", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert not out.exists()
+    assert "single/output: shape () from ONNX for a batch of one, expected (1,)" in captured.err
+    assert "squeeze(-1)" in captured.err
+
+
+def test_check_against_a_source_that_cannot_take_the_cards_input_fails_clearly(tmp_path, capsys):
+    out = tmp_path / "flat16.onnx"
+    assert main(["pytorch", "torch_models:flat_linear_16", "--size", "16", "--preset", "unit",
+                 "--output", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["check", str(out), "pytorch", "torch_models:flat_linear_32"]) == 2
+    err = capsys.readouterr().err
+    assert "error: the PyTorch model raised RuntimeError on a batch of shape (7, 3, 16, 16)" in err
+    assert "mat1 and mat2 shapes cannot be multiplied" in err
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_converting(tmp_path, monkeypatch, capsys):
+    def no_conversion(*args, **kwargs):
+        pytest.fail("converted a model whose --output cannot be written")
+
+    export = ["pytorch", "torch_models:channel_means", "--size", "16", "--preset", "unit"]
+    (tmp_path / "models.onnx").mkdir()
+    (tmp_path / "notes").write_text("a file, not a directory")
+    with monkeypatch.context() as patch:
+        patch.setattr(torch_source, "convert", no_conversion)
+        for option, path, message in (
+            ("--output", tmp_path / "models.onnx", "is a directory"),
+            ("--output", tmp_path / "notes" / "model.onnx", "is not a directory"),
+            ("--quantized-output", tmp_path / "models.onnx", "is a directory"),
+        ):
+            output = path if option == "--output" else tmp_path / "model.onnx"
+            argv = export + ["--output", str(output), "--quantize", "dynamic"]
+            if option != "--output":
+                argv += [option, str(path)]
+            assert main(argv) == 2, (option, path)
+            err = capsys.readouterr().err
+            assert f"error: {option} {path}" in err and message in err, err
+    # a write that fails after the check (a full disk) is one error line too, and leaves nothing behind
+    import model_export.graph
+
+    def disk_full(model, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(model_export.graph, "save_single_file", disk_full)
+    assert main(export + ["--output", str(tmp_path / "model.onnx")]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models.onnx", "notes"]

@@ -69,3 +69,33 @@ def nested_heads():
             return {"b": (wide, None), "a": [means.flip(1)[:, :2], wide * 2]}
 
     return NestedHeads().eval()
+
+
+def squeezed_logit():
+    """A binary classifier ending in ``.squeeze()``, as BCEWithLogitsLoss code often does: (N, 1)
+    becomes (N,) for every batch of two or more, but a scalar for the batch of one the function runs."""
+    import torch
+
+    class SqueezedLogit(torch.nn.Module):
+        def forward(self, x):
+            means = x.mean(dim=(2, 3))
+            return (means[:, :1] - means[:, 2:]).squeeze()
+
+    return SqueezedLogit().eval()
+
+
+def _flat_linear(size: int):
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * size * size, 3)).eval()
+
+
+def flat_linear_16():
+    """Takes only 16x16 inputs (a Linear over the flattened image)."""
+    return _flat_linear(16)
+
+
+def flat_linear_32():
+    """Takes only 32x32 inputs: not a source for a model whose card says 16x16."""
+    return _flat_linear(32)
