@@ -15,6 +15,7 @@ from .apigw import ApiServer, EmulatorRunner, build_api, gateway_responses, requ
 from .cpu_quota import CpuQuota
 from .emulator import Emulator, EmulatorError, check_payload_size
 from .interpreters import InterpreterNotFound
+from .memory_limit import MIB, MemoryLimit
 from .stage import StageError, StageResult, stage
 from .template import FunctionConfig, TemplateError, function_emulator, load_stacks, read_function
 
@@ -73,19 +74,24 @@ def _emulator(args, fn: FunctionConfig, staged: StageResult, env_vars: Dict[str,
     for message in warnings + ([warning] if warning else []):
         _log(f"warning: {message}")
     if args.lambda_cpu:
-        emulator.cpu_quota = _cpu_quota(fn)
+        emulator.cpu_quota = _lambda_cgroup(fn, CpuQuota, "--lambda-cpu", "a CPU quota", "cpu",
+                                            f"Lambda's CPU time at {fn.memory_mb} MB")
+    if args.lambda_memory:
+        emulator.memory_limit = _lambda_cgroup(fn, MemoryLimit, "--lambda-memory", "a memory limit", "memory",
+                                               "a runtime that needs more is killed, as on Lambda")
     return emulator
 
 
-def _cpu_quota(fn: FunctionConfig) -> CpuQuota:
-    """Lambda's CPU time for the function's memory size, or an error that says why there is none."""
-    quota, note = CpuQuota.create(fn.memory_mb, name=f"local-lambda-{fn.logical_id}")
-    if quota is None:
-        raise EmulatorError(f"--lambda-cpu: cannot set a CPU quota here ({note}); it needs a writable cgroup "
-                            "cpu controller (e.g. run as root)")
-    atexit.register(quota.close)  # once the emulator's processes are gone
-    _log(f"{fn.logical_id}: {note} (Lambda's CPU time at {fn.memory_mb} MB)")
-    return quota
+def _lambda_cgroup(fn: FunctionConfig, kind, flag: str, what: str, controller: str, effect: str):
+    """Lambda's CPU time or memory for the function's memory size (``kind``: CpuQuota or MemoryLimit),
+    or an error that says why there is none. Both use one group name: on cgroup v2 the RIE is in one group."""
+    group, note = kind.create(fn.memory_mb, name=f"local-lambda-{fn.logical_id}")
+    if group is None:
+        raise EmulatorError(f"{flag}: cannot set {what} here ({note}); it needs a writable cgroup "
+                            f"{controller} controller (e.g. run as root)")
+    atexit.register(group.close)  # once the emulator's processes are gone
+    _log(f"{fn.logical_id}: {note} ({effect})")
+    return group
 
 
 class InputError(ValueError):
@@ -164,8 +170,18 @@ def cmd_invoke(args) -> int:
     _log(
         f"cold start (RIE start -> first response) {emulator.cold_start_s * 1000:.0f} ms, "
         f"runtime peak RSS {memory.get('peak_rss', 0):.0f} MiB of {fn.memory_mb} MB"
+        + _memory_limit_summary(emulator.memory_limit)
     )
     return 0
+
+
+def _memory_limit_summary(limit: Optional[MemoryLimit]) -> str:
+    """``, cgroup peak 212 MiB, OOM kills 0`` for --lambda-memory (RIE + runtime, as Lambda's Max Memory Used)."""
+    if limit is None:
+        return ""
+    peak, kills = limit.peak_bytes(), limit.oom_kills()
+    summary = "" if peak is None else f", cgroup peak {peak / MIB:.0f} MiB"
+    return summary + ("" if kills is None else f", OOM kills {kills}")
 
 
 def cmd_start_api(args) -> int:
@@ -230,6 +246,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument("--lambda-cpu", action="store_true",
                        help="give the function only the CPU time Lambda gives its MemorySize (MemorySize/1769 "
                        "CPUs, a cgroup CPU quota; needs a writable cgroup cpu controller, e.g. root)")
+        p.add_argument("--lambda-memory", action="store_true",
+                       help="kill the runtime when the function uses more than its MemorySize, as Lambda does "
+                       "(a cgroup memory limit, no swap; needs a writable cgroup memory controller, e.g. root)")
 
     p = sub.add_parser("lint", help="hadolint the function's Dockerfile")
     common(p)
@@ -272,7 +291,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     _split_function(args)
     # SIGTERM and SIGHUP (the terminal closed) unwind like Ctrl+C, so the RIE and runtime processes (in their
-    # own session, so the terminal's SIGHUP never reaches them) are stopped and the --lambda-cpu cgroup removed.
+    # own session, so the terminal's SIGHUP never reaches them) are stopped and the --lambda-cpu/--lambda-memory
+    # cgroups removed.
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
     try:

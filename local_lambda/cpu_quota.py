@@ -16,9 +16,10 @@ returns ``None`` and a reason where there is none.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
+
+from .cgroup import Cgroup, make_group
 
 MB_PER_VCPU = 1769  # Lambda: one vCPU's worth of CPU time per 1,769 MB of memory
 PERIOD_US = 100_000
@@ -31,52 +32,36 @@ def lambda_cpus(memory_mb: int) -> float:
     return memory_mb / MB_PER_VCPU
 
 
-class CpuQuota:
+class CpuQuota(Cgroup):
     """A cgroup whose processes share ``cpus`` CPUs' worth of time. Close it after its processes ended."""
 
     def __init__(self, path: Path, cpus: float, version: int) -> None:
-        self.path, self.cpus, self.version = path, cpus, version
+        super().__init__(path, version)
+        self.cpus = cpus
 
     @classmethod
     def create(cls, memory_mb: int, name: str = "local-lambda") -> Tuple[Optional["CpuQuota"], str]:
         """A quota for a function of ``memory_mb``; ``(None, reason)`` where the machine allows none."""
         cpus = lambda_cpus(memory_mb)
         quota_us = max(1000, math.ceil(cpus * PERIOD_US))
-        group = f"{name}-{os.getpid()}"
-        errors = []
-        for version, parent, write in ((1, _V1, cls._write_v1), (2, _V2, cls._write_v2)):
-            if not (parent / ("cpu.cfs_quota_us" if version == 1 else "cgroup.controllers")).is_file():
-                continue
-            path = parent / group
-            try:
-                path.mkdir(exist_ok=True)
-                write(path, quota_us)
-                return cls(path, cpus, version), f"cgroup v{version} CPU quota {cpus:.2f} CPUs"
-            except OSError as exc:
-                errors.append(f"cgroup v{version}: {exc.strerror or exc}")
-                try:
-                    path.rmdir()
-                except OSError:
-                    pass
-        return None, "; ".join(errors) or "no cgroup cpu controller mounted"
+        made, note = make_group(name, ((1, _V1, "cpu.cfs_quota_us", lambda path: cls._write_v1(path, quota_us)),
+                                       (2, _V2, "cgroup.controllers", lambda path: cls._write_v2(path, quota_us))),
+                                "no cgroup cpu controller mounted")
+        if made is None:
+            return None, note
+        path, version = made
+        return cls(path, cpus, version), f"cgroup v{version} CPU quota {cpus:.2f} CPUs"
 
     @staticmethod
-    def _write_v1(path: Path, quota_us: int) -> None:
+    def _write_v1(path: Path, quota_us: int) -> str:
         (path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
         (path / "cpu.cfs_quota_us").write_text(str(quota_us))
+        return ""
 
     @staticmethod
-    def _write_v2(path: Path, quota_us: int) -> None:
+    def _write_v2(path: Path, quota_us: int) -> str:
         (path / "cpu.max").write_text(f"{quota_us} {PERIOD_US}")  # fails unless "cpu" is delegated here
-
-    def add(self, pid: int) -> None:
-        """Move process ``pid`` (all its threads) into the quota; children it starts later stay in it."""
-        (self.path / "cgroup.procs").write_text(str(pid))
-
-    def command(self, argv: List[str]) -> List[str]:
-        """``argv`` run inside the quota from its first instruction: a shell joins the cgroup, then
-        execs ``argv`` (same process id). ``add`` moves a process that is already running."""
-        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *argv]
+        return ""
 
     def throttled_us(self) -> int:
         """Microseconds the group's processes waited for the next period so far."""
@@ -86,12 +71,6 @@ class CpuQuota:
             if key == name:
                 return int(value) // 1000 if self.version == 1 else int(value)
         return 0
-
-    def close(self) -> None:
-        try:
-            self.path.rmdir()  # only once its processes have exited
-        except OSError:
-            pass
 
     def __repr__(self) -> str:
         return f"CpuQuota({self.cpus:.2f} CPUs, cgroup v{self.version} {self.path})"

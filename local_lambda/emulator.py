@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Un
 
 if TYPE_CHECKING:
     from .cpu_quota import CpuQuota
+    from .memory_limit import MemoryLimit
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 
@@ -171,7 +172,9 @@ class Emulator:
 
     ``handler``, ``runtime_python`` and the Dockerfile's ``ENV`` default to what ``stage`` recorded in
     ``<task_root>/../stage.json``. ``cpu_quota`` (``local_lambda.cpu_quota.CpuQuota``) puts the RIE
-    and the runtime it starts under the CPU time Lambda gives the memory size.
+    and the runtime it starts under the CPU time Lambda gives the memory size; ``memory_limit``
+    (``local_lambda.memory_limit.MemoryLimit``) under the memory size itself: a runtime that needs more
+    is killed, that invoke fails and the next one starts a fresh runtime, as on Lambda.
     """
 
     def __init__(
@@ -189,6 +192,7 @@ class Emulator:
         log_sink: Optional[Callable[[str], None]] = None,
         startup_timeout_s: float = 30.0,
         cpu_quota: Optional["CpuQuota"] = None,
+        memory_limit: Optional["MemoryLimit"] = None,
     ):
         self.task_root = Path(task_root).resolve()
         if not self.task_root.is_dir():
@@ -212,6 +216,7 @@ class Emulator:
         self.rie_log_level = rie_log_level
         self.log_sink = log_sink
         self.cpu_quota = cpu_quota  # Lambda's CPU time for the memory size (local_lambda.cpu_quota), if given
+        self.memory_limit = memory_limit  # Lambda's memory limit (local_lambda.memory_limit), if given
         self.startup_timeout_s = startup_timeout_s
         self.proc: Optional[subprocess.Popen] = None
         self.port: Optional[int] = None
@@ -310,9 +315,8 @@ class Emulator:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        if self.cpu_quota is not None:  # before the first invoke starts the runtime, which inherits it
-            self.cpu_quota.add(self.proc.pid)
-        _LIVE.add(self)
+        _LIVE.add(self)  # stopped at exit even if joining a cgroup fails
+        self._join_cgroups(self.proc.pid)  # before the first invoke starts the runtime, which inherits them
         self._reader = threading.Thread(target=self._read_logs, name="rie-logs", daemon=True)
         self._reader.start()
         deadline = time.monotonic() + self.startup_timeout_s
@@ -332,6 +336,12 @@ class Emulator:
                     raise EmulatorError(f"the RIE did not listen on 127.0.0.1:{self.port}:\n{self.logs}")
                 time.sleep(0.002)  # finely: a cold start is timed from here, 20 ms steps were 0-20 ms of noise
         return self
+
+    def _join_cgroups(self, pid: int) -> None:
+        """Put process ``pid`` under every limit given (CPU quota, memory limit)."""
+        for group in (self.cpu_quota, self.memory_limit):
+            if group is not None:
+                group.add(pid)
 
     def _read_logs(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
