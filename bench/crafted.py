@@ -99,6 +99,15 @@ def jpeg_header_padding_bomb(segments: int = 3_700_000, fill: int = 0) -> bytes:
     return small[:2] + b"\xff\xe5\x00\x02" * segments + b"\xff" * fill + small[2:]
 
 
+def gif_extension_bomb(extensions: int = 3_000_000, payload: bytes = b"\x01x") -> bytes:
+    """A valid 8x8 GIF with ``extensions`` comment extensions before its image, each holding
+    ``payload`` (sub-blocks) then the terminator: Pillow walks and keeps them all in Python."""
+    small = encode(Image.new("P", (8, 8), 1), "GIF")
+    flags = small[10]
+    start = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # past the global colour table
+    return small[:start] + (b"!\xfe" + payload + b"\x00") * extensions + small[start:]
+
+
 def webp_header_bomb() -> bytes:
     """A lossless WebP whose VP8L header claims 16384x16384 (the format's maximum)."""
     data = bytearray(encode(Image.new("RGBA", (8, 8)), "WEBP", lossless=True))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.crafted import jpeg_header_padding_bomb, tiff_strip_bomb
+from bench.crafted import gif_extension_bomb, jpeg_header_padding_bomb, tiff_strip_bomb
 from classifier import _file_limits
 from classifier.decode import decode_image, to_rgb
 from classifier.errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
@@ -439,6 +439,25 @@ def test_a_jpeg_header_padded_far_beyond_a_real_one_is_refused_early(segments, f
 @pytest.mark.parametrize("segments, fill", [(0, 0), (200, 0), (0, 100), (900, _file_limits.MAX_JPEG_LOOSE_BYTES - 1)])
 def test_a_jpeg_header_within_the_limits_decodes(segments, fill):
     assert decode_image(jpeg_header_padding_bomb(segments, fill), MAX).size == (8, 8)
+
+
+@pytest.mark.parametrize("extensions, payload", [(3_000_000, b"\x01x"), (5_000_000, b""),
+                                                  (_file_limits.MAX_GIF_BLOCKS // 2 + 1, b"\x01x")])
+def test_a_gif_with_far_more_extension_blocks_than_a_real_one_is_refused_early(extensions, payload):
+    # Pillow walks and keeps every comment sub-block before the first image in Python: 15 MB of
+    # one-byte comments held ~1.4 s of CPU and ~0.5 GB, more than a 512 MB function has.
+    source = CountingReader(gif_extension_bomb(extensions, payload))
+    with pytest.raises(PayloadTooLargeError, match="GIF has more than"):
+        decode_image(source, MAX)
+    assert source.taken < 4 * _file_limits.MAX_GIF_BLOCKS + 4096
+
+
+def test_a_gif_with_a_long_comment_or_a_few_extensions_decodes():
+    long_comment = gif_extension_bomb(1, (b"\xff" + b"c" * 255) * 58_000)  # 15 MB in 255-byte sub-blocks
+    assert decode_image(long_comment, MAX).size == (8, 8)
+    frames = [Image.new("P", (8, 8), i) for i in range(5)]
+    animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], comment=b"hello", loop=0)
+    assert decode_image(animated, MAX).size == (8, 8)
 
 
 def test_a_pixel_limit_above_pillows_own_is_honoured(monkeypatch):
