@@ -150,7 +150,7 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         "jpeg-progressive-scan-repeated-3000x": jpeg_scan_bomb(),  # ~100 KB, 3000 passes over 2.25 MP
         "tiff-2-pixels-1000000-strips": tiff_strip_bomb(),  # ~2 MB, ~10 s of Python without the strip limit
         "jpeg-header-1000000-empty-segments": jpeg_header_padding_bomb(1_000_000),  # 4 MB, ~1.3 s of Python without the limit
-        "gif-1000000-comment-extensions": gif_extension_bomb(1_000_000),  # 5 MB, ~0.2 GB kept by Pillow without the limit
+        "gif-700000-comment-extensions": gif_extension_bomb(700_000),  # 3.5 MB, ~0.15 GB kept by Pillow without the limit
         # truncated / corrupt -> 422
         "jpeg-truncated-half": cat_jpeg[: len(cat_jpeg) // 2],
         "jpeg-header-only": cat_jpeg[:200],
@@ -195,7 +195,7 @@ IMAGE_EXPECTATIONS = {
     "jpeg-progressive-scan-repeated-3000x": (413, "payload_too_large"),
     "tiff-2-pixels-1000000-strips": (413, "payload_too_large"),
     "jpeg-header-1000000-empty-segments": (413, "payload_too_large"),
-    "gif-1000000-comment-extensions": (413, "payload_too_large"),
+    "gif-700000-comment-extensions": (413, "payload_too_large"),
     "jpeg-truncated-half": (422, "corrupt_image"),
     "jpeg-header-only": (422, "corrupt_image"),
     "png-corrupt-idat": (422, "corrupt_image"),
