@@ -21,6 +21,7 @@ from typing import Callable, Dict, Optional
 
 from local_lambda import Emulator, stage
 from local_lambda.cpu_quota import CpuQuota
+from local_lambda.memory_limit import MemoryLimit
 from local_lambda.template import function_environment, read_function
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +44,8 @@ class StagedFunction:
     stage_seconds: float = 0.0
     extra: Dict[str, str] = field(default_factory=dict)
 
-    def emulator(self, log_sink: Optional[Callable[[str], None]] = None, cpu_quota: Optional[CpuQuota] = None) -> Emulator:
+    def emulator(self, log_sink: Optional[Callable[[str], None]] = None, cpu_quota: Optional[CpuQuota] = None,
+                 memory_limit: Optional[MemoryLimit] = None) -> Emulator:
         # --log-level info: the RIE then logs "INIT REPORT(durationMs: ...)" for the init phase.
         return Emulator(
             self.task_root,
@@ -57,6 +59,7 @@ class StagedFunction:
             rie_log_level="info",
             log_sink=log_sink,
             cpu_quota=cpu_quota,
+            memory_limit=memory_limit,
         )
 
     def environment(self) -> Dict[str, str]:

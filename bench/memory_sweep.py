@@ -15,7 +15,8 @@ billed duration p50 with what a million of those cost: Billed Duration x GB x th
 + the request fee (``--gb-second-usd``, ``--request-usd``: x86_64 list prices; check your region's).
 
 Needs a writable cgroup CPU controller (e.g. root); sizes above what the machine's CPUs can give
-(``len(CPUs) x 1769 MB``) are refused. Memory itself is not enforced (peak RSS stays ~120 MB).
+(``len(CPUs) x 1769 MB``) are refused. Memory is enforced where cgroups allow it (a cgroup memory limit of
+MemorySize, as ``local_lambda --lambda-memory``): a function that outgrows it fails its session.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ if str(REPO) not in sys.path:
 from bench.functions import BASELINE, OURS, StagedFunction, stage_functions  # noqa: E402
 from bench.images import make_images  # noqa: E402
 from bench.report import percentile  # noqa: E402
-from bench.run import BenchError, _cpus, log, make_cpu_quota, make_inputs, run_session  # noqa: E402
+from bench.run import BenchError, _cpus, log, make_cpu_quota, make_inputs, make_memory_limit, run_session  # noqa: E402
 from bench.server import ImageServer  # noqa: E402
 from local_lambda.cpu_quota import lambda_cpus  # noqa: E402
 
@@ -56,15 +57,20 @@ def sweep(sizes: List[int], sessions: int, warm: int, build_dir: Path) -> Dict[i
         staged = stage_functions(build_dir, server.port)
         for size in sizes:
             quota, _ = make_cpu_quota("on", size)  # BenchError where the machine allows none
+            memory_limit, memory_note = make_memory_limit(size)
+            log(f"{size} MB: {memory_note}")
             functions = {name: dataclasses.replace(fn, memory_mb=size) for name, fn in staged.items()}
             runs[size] = {OURS: [], BASELINE: []}
             try:
                 for i in range(sessions):
                     for name in ((OURS, BASELINE) if i % 2 == 0 else (BASELINE, OURS)):
                         log(f"{size} MB ({quota.cpus:.2f} CPUs): session {i + 1}/{sessions}: {name}")
-                        runs[size][name].append(run_session(functions[name], inputs, warm, cpu_quota=quota, seed=i))
+                        runs[size][name].append(run_session(functions[name], inputs, warm, cpu_quota=quota, seed=i,
+                                                            memory_limit=memory_limit))
             finally:
-                quota.close()
+                for group in (quota, memory_limit):
+                    if group is not None:
+                        group.close()
     return runs
 
 

@@ -156,7 +156,8 @@ def render(results: Dict[str, Any]) -> str:
     lines = [
         f"Benchmark (issue 5): ours = predict_function, baseline = bench/baseline (tutorial handler); "
         f"RIE + awslambdaric, Python {meta['runtime_python']}, onnxruntime {meta['onnxruntime']}, "
-        f"{meta['cpus']} CPUs, {meta['machine']}, MemorySize {meta['memory_mb']} (memory not enforced)",
+        f"{meta['cpus']} CPUs, {meta['machine']}, MemorySize {meta['memory_mb']} "
+        f"({meta.get('memory_limit') or 'memory not enforced'})",
         f"CPU: {(meta.get('cpu_quota') or {}).get('note', 'no CPU quota (older results)')}",
         f"{meta['sessions']} fresh starts per function (interleaved), {meta['warm_rounds_per_session']} warm rounds "
         f"per start ({_pause(meta)}); medians; commit {str(meta.get('git_commit'))[:10]}; load avg (1 min) before/after "

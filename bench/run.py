@@ -32,6 +32,7 @@ from bench.functions import BASELINE, OURS, REPO, StagedFunction, stage_function
 from bench.images import IMAGE_KEYS, TestImage, make_images  # noqa: E402
 from bench.server import ImageServer  # noqa: E402
 from local_lambda.cpu_quota import CpuQuota, lambda_cpus  # noqa: E402
+from local_lambda.memory_limit import MemoryLimit  # noqa: E402
 
 DEFAULT_BUILD_DIR = REPO / ".build" / "bench"
 DEFAULT_OUTPUT = REPO / "bench" / "results" / "latest.json"
@@ -84,11 +85,12 @@ def _peak_rss_mb(emulator) -> Optional[float]:
 
 
 def run_session(fn: StagedFunction, inputs: Dict[str, dict], warm: int, null_invokes: int = 0,
-                cpu_quota: Optional[CpuQuota] = None, pause_s: float = 0.0, seed: int = 0) -> dict:
+                cpu_quota: Optional[CpuQuota] = None, pause_s: float = 0.0, seed: int = 0,
+                memory_limit: Optional[MemoryLimit] = None) -> dict:
     """Start a fresh emulator, time the cold start (first response complete), then warm requests
     (back to back, or ``pause_s`` apart: traffic that leaves the function idle in between), in
     an order shuffled each round from ``seed`` (give both functions of a session the same seed)."""
-    emulator = fn.emulator(cpu_quota=cpu_quota)
+    emulator = fn.emulator(cpu_quota=cpu_quota, memory_limit=memory_limit)
     started = time.perf_counter()
     with emulator:
         listening = time.perf_counter() - started
@@ -223,6 +225,8 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
         functions = stage_functions(build_dir, server.port, cache_dir, parameters, baseline_env)
         quota, quota_note = make_cpu_quota(cpu_quota_mode, functions[OURS].memory_mb)
         log(f"CPU: {quota_note}")
+        memory_limit, memory_note = make_memory_limit(functions[OURS].memory_mb)
+        log(f"memory: {memory_note}")
         runs: Dict[str, List[dict]] = {name: [] for name in _FUNCTIONS}
         floors: List[dict] = []
         try:
@@ -230,12 +234,13 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
                 for name in (_FUNCTIONS if i % 2 == 0 else _FUNCTIONS[::-1]):
                     log(f"session {i + 1}/{sessions}: {name} (cold start + {warm} warm rounds x {len(inputs)} inputs)")
                     runs[name].append(run_session(functions[name], inputs, warm, null_invokes if name == OURS else 0,
-                                                  quota, pause_s=pause_ms / 1000.0, seed=i))
+                                                  quota, pause_s=pause_ms / 1000.0, seed=i, memory_limit=memory_limit))
                 log(f"floor {i + 1}/{sessions}: decode / preprocess / inference alone (Python 3.12, staged deps)")
                 floors.append(run_floor(functions[OURS], images, floor_repeats, quota))
         finally:
-            if quota is not None:
-                quota.close()
+            for group in (quota, memory_limit):
+                if group is not None:
+                    group.close()
     floor = merge_floors(floors)
     log("init profile: fresh handler-module imports (-X importtime)")
     profiles = init_profile.profile_init(
@@ -282,6 +287,7 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
             "onnxruntime": floor.get("onnxruntime"), "numpy": floor.get("numpy"), "pillow": floor.get("pillow"),
             "memory_mb": functions[OURS].memory_mb,
             "cpu_quota": {"cpus": round(quota.cpus, 3) if quota else None, "note": quota_note},
+            "memory_limit": memory_note,
             "sessions": sessions, "warm_rounds_per_session": warm, "floor_repeats": floor_repeats,
             "pause_ms_between_warm_requests": pause_ms,
             "cold_start_input": COLD_START_INPUT,
@@ -316,6 +322,15 @@ def make_cpu_quota(mode: str, memory_mb: int) -> tuple:
         return None, (f"no CPU quota ({note}): {_cpus()} full CPUs, unlike Lambda at {memory_mb} MB "
                       f"({lambda_cpus(memory_mb):.2f} CPUs of time)")
     return quota, f"{note}, Lambda's CPU time at {memory_mb} MB (functions and floor)"
+
+
+def make_memory_limit(memory_mb: int) -> tuple:
+    """``(MemoryLimit or None, what the functions run with)``: Lambda's memory limit where cgroups allow
+    it, so a function that outgrows MemorySize is killed here too (the session then fails)."""
+    limit, note = MemoryLimit.create(memory_mb, name="bench-memory")
+    if limit is None:
+        return None, f"memory not enforced ({note})"
+    return limit, f"{note}: a runtime that outgrows it is killed, as on Lambda"
 
 
 def _loadavg() -> Optional[float]:

@@ -146,7 +146,7 @@ def test_warm_rounds_shuffle_the_inputs_the_same_way_for_both_functions():
 
     def orders(seed):
         emulator = _RecordingEmulator()
-        fn = type("Fn", (), {"name": "f", "emulator": lambda self, cpu_quota=None: emulator})()
+        fn = type("Fn", (), {"name": "f", "emulator": lambda self, cpu_quota=None, memory_limit=None: emulator})()
         run_session(fn, inputs, warm=12, seed=seed)
         warm = emulator.events[1 + len(keys):]  # after the cold start and one warm-up per input
         return [warm[i:i + len(keys)] for i in range(0, len(warm), len(keys))]
