@@ -110,6 +110,17 @@ def gif_extension_bomb(extensions: int = 3_000_000, payload: bytes = b"\x01x", s
     return small[:start] + stray + (b"!\xfe" + payload + b"\x00") * extensions + small[start:]
 
 
+def tiff_associated_alpha(image: Image.Image, **kw) -> bytes:
+    """``image`` (mode LA) as a little-endian TIFF whose alpha is marked associated (premultiplied,
+    ExtraSamples 1), which Pillow opens as mode La; Pillow itself writes LA as unassociated."""
+    data = bytearray(encode(image, "TIFF", **kw))
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        if struct.unpack_from("<H", data, ifd + 2 + 12 * i)[0] == 338:  # ExtraSamples: 2 -> 1
+            struct.pack_into("<H", data, ifd + 2 + 12 * i + 8, 1)
+    return bytes(data)
+
+
 def webp_header_bomb() -> bytes:
     """A lossless WebP whose VP8L header claims 16384x16384 (the format's maximum)."""
     data = bytearray(encode(Image.new("RGBA", (8, 8)), "WEBP", lossless=True))

@@ -10,7 +10,8 @@ runtime is as warm as after its first request), reads ``VmHWM``, then decodes, p
 classifies one image with the function's own code and reads ``VmHWM`` again. Printed: the peak
 over the warm runtime, per decoded pixel. The images are the costly kinds Pillow decodes at full
 size (a JPEG is decoded at reduced size, which the table shows too): lossless WebP and PNG with
-alpha, 16-bit RGB PNG, float TIFF, GIF, and a baseline JPEG decoded without reduction.
+alpha, a gray TIFF with associated alpha (mode La), 16-bit RGB PNG, float TIFF, GIF, and a baseline
+JPEG decoded without reduction.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.cold_start import _staged_task_root, child_env, interleaved  # noqa: E402
-from bench.crafted import encode, png_rgb16  # noqa: E402
+from bench.crafted import encode, png_rgb16, tiff_associated_alpha  # noqa: E402
 
 _CHILD = r"""
 import base64, functools, json, sys
@@ -63,6 +64,7 @@ KINDS: Dict[str, Callable[[np.ndarray], bytes]] = {
     "webp-lossless-rgba": lambda a: encode(Image.fromarray(a), "WEBP", lossless=True, quality=0),
     "png-rgba": lambda a: encode(Image.fromarray(a), "PNG", compress_level=1),
     "png-rgb-16bit": lambda a: png_rgb16(Image.fromarray(a[..., :3])),
+    "tiff-gray-associated-alpha": lambda a: tiff_associated_alpha(Image.fromarray(a[..., [0, 3]], "LA"), compression="tiff_lzw"),
     "tiff-float": lambda a: encode(Image.fromarray(a[..., 0].astype(np.float32) / 255), "TIFF", compression="tiff_deflate"),
     "gif": lambda a: encode(Image.fromarray(a[..., :3]).convert("P"), "GIF"),
     "jpeg-full-decode": lambda a: encode(Image.fromarray(a[..., :3]), "JPEG", quality=90),
@@ -92,7 +94,7 @@ def main(argv: List[str] | None = None) -> int:
     task_root, python, image_env = _staged_task_root(args.build_dir / "stage")
     model = task_root / "model" / "model.onnx"
     env = child_env(task_root, image_env, LAMBDA_TASK_ROOT=str(task_root))
-    print(f"{'image':<22} {'MP':>4} {'decoded MP':>10} {'warm MB':>8} {'peak MB':>8} {'+MB':>6} {'bytes/px':>9}")
+    print(f"{'image':<26} {'MP':>4} {'decoded MP':>10} {'warm MB':>8} {'peak MB':>8} {'+MB':>6} {'bytes/px':>9}")
     for megapixels in (int(mp) for mp in args.mp.split(",")):
         images = make(args.build_dir / "decode_memory", megapixels)
         commands = {kind: [str(python), "-c", _CHILD, str(model), str(path),
@@ -101,7 +103,7 @@ def main(argv: List[str] | None = None) -> int:
         for kind, series in results.items():
             warm, peak = statistics.median(series["warm_mb"]), statistics.median(series["peak_mb"])
             decoded = statistics.median(series["decoded_pixels"])
-            print(f"{kind:<22} {megapixels:>4} {decoded / 1e6:>10.1f} {warm:>8.0f} {peak:>8.0f} {peak - warm:>6.0f} "
+            print(f"{kind:<26} {megapixels:>4} {decoded / 1e6:>10.1f} {warm:>8.0f} {peak:>8.0f} {peak - warm:>6.0f} "
                   f"{(peak - warm) * 2**20 / decoded:>9.1f}")
     return 0
 

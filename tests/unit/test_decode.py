@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.crafted import gif_extension_bomb, jpeg_header_padding_bomb, tiff_strip_bomb
+from bench.crafted import gif_extension_bomb, jpeg_header_padding_bomb, tiff_associated_alpha, tiff_strip_bomb
 from classifier import _file_limits
 from classifier.decode import decode_image, to_rgb
 from classifier.errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
@@ -393,13 +393,9 @@ def test_gray_with_associated_alpha_is_composited_on_white():
     # A TIFF of gray and associated (premultiplied) alpha, ExtraSamples 1, opens as mode La, which
     # Pillow converts to LA only: it was a 422 ("conversion from La to L not supported")
     image = Image.fromarray(np.array([[[100, 255], [0, 0], [30, 255]]], np.uint8), "LA")
-    data = bytearray(encode(image, "TIFF"))
-    ifd = struct.unpack_from("<I", data, 4)[0]
-    for i in range(struct.unpack_from("<H", data, ifd)[0]):
-        if struct.unpack_from("<H", data, ifd + 2 + 12 * i)[0] == 338:  # ExtraSamples: 2 (unassociated) -> 1
-            struct.pack_into("<H", data, ifd + 2 + 12 * i + 8, 1)
+    data = tiff_associated_alpha(image)
     assert Image.open(io.BytesIO(data)).mode == "La"
-    assert np.asarray(decode_image(bytes(data), MAX))[0].tolist() == [[100] * 3, [255] * 3, [30] * 3]
+    assert np.asarray(decode_image(data, MAX))[0].tolist() == [[100] * 3, [255] * 3, [30] * 3]
 
 
 @pytest.mark.parametrize("prefix", [b"II*\x00", b"MM\x00*", b"II+\x00"], ids=["little-endian", "big-endian", "bigtiff"])
