@@ -68,7 +68,7 @@ def decode_image(
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if not source.read(1):
         raise UnsupportedMediaError("the image is empty")
-    first_scan = _file_limits.check(source)  # TIFF strips, JPEG header segments: before Pillow walks them
+    first_scan = _file_limits.check(source)  # TIFF, JPEG header, GIF: before Pillow walks them
     source.seek(0)
     _defer_pillow_pixel_limit(max_pixels)
     try:
@@ -85,7 +85,7 @@ def decode_image(
                     image.fp = ScanLimitedReader(image.fp)
                 if draft_size is not None:
                     reduced = image.draft(image.mode, _stored_draft_size(image, draft_size))
-            _check_decoded_pixels(image, max_decoded_pixels, _held_coefficients(image, full_size, first_scan), full_size)
+            _check_decoded_pixels(image, full_size, first_scan, max_decoded_pixels)
             png = image.format == "PNG"
             if png and "transparency" in image.info:
                 _scale_low_bit_gray_key(image)
@@ -200,14 +200,16 @@ def _ceil(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
 
-def _check_decoded_pixels(image: Image.Image, max_decoded_pixels: int | None, held_bytes: int = 0,
-                          full_size: tuple[int, int] | None = None) -> None:
-    """The pixels about to be decoded (a JPEG's after its DCT reduction), and what the decoder holds
-    besides (``held_bytes`` of the ``full_size`` image, as pixels of DECODE_BYTES_PER_PIXEL), against
-    what memory holds."""
-    held = _ceil(held_bytes, DECODE_BYTES_PER_PIXEL)
-    if max_decoded_pixels is not None and image.width * image.height + held > max_decoded_pixels:
-        width, height = full_size if held_bytes and full_size else image.size
+def _check_decoded_pixels(image: Image.Image, full_size: tuple[int, int], first_scan: int | None,
+                          max_decoded_pixels: int | None) -> None:
+    """The pixels about to be decoded (a JPEG's after its DCT reduction), and the full-size
+    coefficients a JPEG read in several scans holds besides (as pixels of DECODE_BYTES_PER_PIXEL),
+    against what memory holds (no check where that is unknown)."""
+    if max_decoded_pixels is None:
+        return
+    held = _ceil(_held_coefficients(image, full_size, first_scan), DECODE_BYTES_PER_PIXEL)
+    if image.width * image.height + held > max_decoded_pixels:
+        width, height = full_size if held else image.size
         raise PayloadTooLargeError(
             f"decoding a {width}x{height} image needs more memory than the function has (at most "
             f"{max_decoded_pixels} pixels at its MemorySize): send a smaller image, or raise MemorySize"
