@@ -326,8 +326,9 @@ def make_cpu_quota(mode: str, memory_mb: int) -> tuple:
 
 def make_memory_limit(memory_mb: int) -> tuple:
     """``(MemoryLimit or None, what the functions run with)``: Lambda's memory limit where cgroups allow
-    it, so a function that outgrows MemorySize is killed here too (the session then fails)."""
-    limit, note = MemoryLimit.create(memory_mb, name="bench-memory")
+    it, so a function that outgrows MemorySize is killed here too (the session then fails). Named as
+    make_cpu_quota's group: on cgroup v2 a process is in one group, which must carry both limits."""
+    limit, note = MemoryLimit.create(memory_mb, name="bench")
     if limit is None:
         return None, f"memory not enforced ({note})"
     return limit, f"{note}: a runtime that outgrows it is killed, as on Lambda"

@@ -168,3 +168,17 @@ def test_stage_timings_leave_out_the_cold_start_and_each_inputs_warm_up():
     logs = "\n".join([line(True, "8x8", 900), line(False, "8x8", 50), line(False, "4x4", 60),
                       line(False, "8x8", 5), line(False, "4x4", 6)])
     assert run._stage_timings(logs) == {"url 8x8": {"total": [5.0]}, "url 4x4": {"total": [6.0]}}
+
+
+def test_the_cpu_quota_and_the_memory_limit_are_one_group_name():
+    # On cgroup v2 a process is in one group: the RIE joins both limits, so both must be that group.
+    quota, _ = run.make_cpu_quota("auto", 2048)
+    limit, note = run.make_memory_limit(2048)
+    try:
+        if quota is None or limit is None:
+            pytest.skip(f"no writable cgroup cpu and memory controllers here: {note}")
+        assert quota.path.name == limit.path.name
+    finally:
+        for group in (quota, limit):
+            if group is not None:
+                group.close()
