@@ -62,6 +62,8 @@ def test_every_figure_is_there(results):
     quota = results["meta"]["cpu_quota"]  # under Lambda's CPU time for 2048 MB where cgroups allow it, and said
     assert quota["note"] and (quota["cpus"] is None or round(quota["cpus"], 2) == 1.16)
     assert report.render(results).splitlines()[1] == f"CPU: {quota['note']}"
+    memory = results["meta"]["memory_limit"]  # Lambda's memory limit where cgroups allow it, and said
+    assert memory.startswith(("cgroup v", "memory not enforced")) and f"({memory})" in report.render(results).splitlines()[0]
 
 
 def test_targets_and_table(results):
