@@ -73,7 +73,7 @@ def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telem
             record.status, record.error_code = error.status, error.code
             if isinstance(error, InternalError):  # a stage's own translation of a bug: log what it hides
                 failure = error.__cause__ or error
-            return reply(error.status, error_body(error))
+            return reply(error.status, error_body(error), extra_headers=error.headers)
         except Exception as exc:  # noqa: BLE001 - the one place where anything unexpected becomes a 500
             error, failure = InternalError(), exc
             record.status, record.error_code = error.status, error.code

@@ -25,6 +25,7 @@ class ClassifierError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    headers: tuple[tuple[str, str], ...] = ()  # response headers the status requires (405: Allow)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -41,6 +42,10 @@ class BlockedUrlError(ClassifierError):
 
 class MethodNotAllowedError(ClassifierError):
     status, code = 405, "method_not_allowed"
+
+    def __init__(self, message: str, allow: str) -> None:
+        super().__init__(message)
+        self.headers = (("Allow", allow),)  # RFC 9110 15.5.6: a 405 lists the methods the target accepts
 
 
 class PayloadTooLargeError(ClassifierError):

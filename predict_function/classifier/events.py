@@ -53,10 +53,14 @@ def parse_event(event: Any, max_image_bytes: int) -> Request:
     if kind == DIRECT:
         return _from_payload(event, DIRECT, max_image_bytes)
     method, path = _route(event, kind)
-    if method == "GET" and path.rstrip("/").endswith("/model"):  # API Gateway routes GET /model/ here too
+    model_path = path.rstrip("/").endswith("/model")  # API Gateway routes GET /model/ here too
+    if method == "GET" and model_path:
         return Request(kind=kind, action=MODEL_INFO, source="model_info")
     if method != "POST":
-        raise MethodNotAllowedError(f"use POST to classify an image (got {method})")
+        if model_path:
+            raise MethodNotAllowedError(f"use GET for the model's info or POST to classify an image (got {method})",
+                                        allow="GET, POST")
+        raise MethodNotAllowedError(f"use POST to classify an image (got {method})", allow="POST")
     return _from_api_body(event, kind, max_image_bytes)
 
 

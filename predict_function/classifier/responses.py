@@ -40,7 +40,8 @@ def error_body(error: ClassifierError) -> dict[str, Any]:
     return {"error": {"code": error.code, "message": error.message, "status": error.status}}
 
 
-def respond(kind: str, status: int, body: dict[str, Any], cors_origin: str = "") -> dict[str, Any]:
+def respond(kind: str, status: int, body: dict[str, Any], cors_origin: str = "",
+            extra_headers: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
     """Direct invocations get the body itself; API Gateway events a proxy response.
 
     API responses carry ``Access-Control-Allow-Origin: cors_origin`` when it is set
@@ -49,6 +50,7 @@ def respond(kind: str, status: int, body: dict[str, Any], cors_origin: str = "")
     if kind == DIRECT:
         return body
     headers = dict(JSON_HEADERS)
+    headers.update(extra_headers)
     if cors_origin:  # one fixed origin (or "*"): no Vary needed
         headers["Access-Control-Allow-Origin"] = cors_origin
     return {

@@ -227,6 +227,8 @@ def check_against_spec(event, response) -> tuple[int, object]:
     if event_kind(event) != DIRECT:
         undocumented = set(response["headers"]) - {"Content-Type"} - set(documented.get("headers", {}))
         assert not undocumented, f"response headers missing from the spec: {undocumented}"
+        required = {name for name, header in documented.get("headers", {}).items() if deref(header).get("required")}
+        assert required <= set(response["headers"]), f"required headers missing: {required - set(response['headers'])}"
     return status, body
 
 

@@ -88,6 +88,17 @@ def test_model_info(classifier, fake_fetch, path):
     assert body["preprocessing"]["layout"] == "NCHW"
 
 
+@pytest.mark.parametrize("path, method, allow", [("/predict", "GET", "POST"), ("/predict", "DELETE", "POST"),
+                                                  ("/model", "DELETE", "GET, POST"), ("/model/", "PUT", "GET, POST")])
+def test_a_405_says_which_methods_the_path_accepts(classifier, fake_fetch, path, method, allow):
+    handle = make_handler(Settings.from_env({}), classifier, fake_fetch)
+    event = json.loads((EVENTS / "rest-model.json").read_text()) | {"path": path, "httpMethod": method}
+    response = handle(event, Context())
+    assert response["statusCode"] == 405
+    assert response["headers"]["Allow"] == allow  # RFC 9110: a 405 MUST list the allowed methods
+    assert json.loads(response["body"])["error"]["code"] == "method_not_allowed"
+
+
 def test_unexpected_error_is_a_generic_500_and_the_next_request_works(classifier, cat_jpeg):
     calls = []
 
