@@ -126,7 +126,7 @@ def load_labels(source: str | Path) -> tuple[str, ...]:
         raise ExportError(f"cannot read labels file {path}: {exc}") from exc
     except UnicodeDecodeError as exc:  # a cp1252 or UTF-16 file from a Windows editor
         raise ExportError(f"labels file {path} is not UTF-8 text ({exc}): save it as UTF-8") from exc
-    if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
+    if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -134,12 +134,25 @@ def load_labels(source: str | Path) -> tuple[str, ...]:
         if not isinstance(data, list):
             raise ExportError(f"labels file {path} must hold a JSON list of strings")
         return _clean_labels(data, str(path))
+    data = _json_list(text)  # another name holding a JSON list is read as one;
+    if data is not None:  # lines that only start with "[" ("[unused0]", "[background]") are labels
+        return _clean_labels(data, str(path))
     lines = [line.strip() for line in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     if "" in lines:
         raise ExportError(f"labels file {path} has an empty line {lines.index('') + 1}: one label per line")
     return _clean_labels(lines, str(path))
+
+
+def _json_list(text: str) -> list | None:
+    if not text.lstrip().startswith("["):
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, list) else None
 
 
 def _clean_labels(labels: Iterable[object], where: str) -> tuple[str, ...]:

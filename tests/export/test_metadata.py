@@ -69,6 +69,15 @@ def test_labels_from_lines_json_and_callable(tmp_path):
     assert load_labels(write_labels(tmp_path / "imagenet.txt", labels)) == labels
 
 
+@pytest.mark.parametrize("first", ["[background]", "[unused0]", "[", "[1, 2] pair"])
+def test_a_lines_file_whose_first_label_starts_with_a_bracket_is_lines(tmp_path, first):
+    path = tmp_path / "labels.txt"
+    path.write_text(f"{first}\ncat\ndog\n", encoding="utf-8")
+    assert load_labels(path) == (first, "cat", "dog")
+    path.write_text('["a", "b"]\n', encoding="utf-8")  # a JSON list under another name is still one
+    assert load_labels(path) == ("a", "b")
+
+
 @pytest.mark.parametrize(
     "name,content,match",
     [
