@@ -9,6 +9,7 @@ trace). ``external_data=False`` keeps the weights inside the one .onnx file.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import tempfile
 from pathlib import Path
@@ -52,7 +53,29 @@ def load(source: str):
             raise ExportError(f"{source} returned {type(module).__name__}, not a torch.nn.Module")
     else:
         raise ExportError(f"{source!r} is neither an existing TorchScript file nor package.module:function")
+    _check_one_input(module)
     return module.eval()
+
+
+def _required_inputs(module) -> list[str] | None:
+    """The names of the arguments ``forward`` cannot run without, or None if it cannot be told."""
+    schema = getattr(module.forward, "schema", None)  # a TorchScript method: its schema, self first
+    if schema is not None:
+        return [a.name for a in schema.arguments[1:] if not a.has_default_value() and not a.kwarg_only]
+    try:
+        parameters = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in parameters if p.kind in positional and p.default is inspect.Parameter.empty]
+
+
+def _check_one_input(module) -> None:
+    """The function feeds one tensor (the image): say so before torch.onnx fails with a long trace."""
+    required = _required_inputs(module)
+    if required is not None and len(required) != 1:
+        raise ExportError(f"an image classifier's forward() must take exactly one input (the image), this one "
+                          f"needs {len(required)}: {required}; wrap it in a module whose forward(x) supplies the rest")
 
 
 def default_name(source: str) -> str:

@@ -313,6 +313,24 @@ def test_a_model_that_drops_the_batch_axis_of_one_image_is_refused(tmp_path, cap
     assert "squeeze(-1)" in captured.err
 
 
+def test_a_model_with_a_second_required_input_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "meta.onnx"
+    assert main(["pytorch", "torch_models:image_and_meta", "--size", "16", "--preset", "unit",
+                 "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "forward() must take exactly one input (the image), this one needs 2: ['x', 'meta']" in err
+    assert "Traceback" not in err and not out.exists()
+    scripted = tmp_path / "meta.pt"
+    import torch
+    from torch_models import image_and_meta
+
+    torch.jit.script(image_and_meta()).save(str(scripted))
+    with pytest.raises(ExportError, match=r"needs 2: \['x', 'meta'\]"):
+        torch_source.load(str(scripted))
+    assert main(["pytorch", "torch_models:image_and_optional_meta", "--size", "16", "--preset", "unit",
+                 "--output", str(out)]) == 0
+
+
 def test_check_against_a_source_that_cannot_take_the_cards_input_fails_clearly(tmp_path, capsys):
     out = tmp_path / "flat16.onnx"
     assert main(["pytorch", "torch_models:flat_linear_16", "--size", "16", "--preset", "unit",

@@ -99,3 +99,26 @@ def flat_linear_16():
 def flat_linear_32():
     """Takes only 32x32 inputs: not a source for a model whose card says 16x16."""
     return _flat_linear(32)
+
+
+def image_and_meta():
+    """forward(x, meta): a second input the function never sends."""
+    import torch
+
+    class ImageAndMeta(torch.nn.Module):
+        def forward(self, x, meta):
+            return x.mean(dim=(2, 3)) + meta
+
+    return ImageAndMeta().eval()
+
+
+def image_and_optional_meta():
+    """forward(x, meta=None): takes the image alone, so it exports."""
+    import torch
+
+    class ImageAndOptionalMeta(torch.nn.Module):
+        def forward(self, x, meta=None):
+            means = x.mean(dim=(2, 3))
+            return means if meta is None else means + meta
+
+    return ImageAndOptionalMeta().eval()
