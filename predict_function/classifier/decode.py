@@ -299,20 +299,39 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
+def _is_unsigned_32_bit_tiff(image: Image.Image) -> bool:
+    """A TIFF of 32-bit unsigned gray (SampleFormat 1, the default): Pillow reads it as I;32N."""
+    tags = getattr(image, "tag_v2", None)
+    if image.format != "TIFF" or tags is None:
+        return False
+    sample_format = tags.get(TiffImagePlugin.SAMPLEFORMAT, (1,))
+    bits = tags.get(TiffImagePlugin.BITSPERSAMPLE, (1,))
+    return _first(sample_format) == 1 and _first(bits) == 32
+
+
+def _first(value: object) -> object:  # a TIFF tag's value: one per sample, or one value
+    return value[0] if isinstance(value, tuple) and value else value
+
+
 def _gray_to_rgb(image: Image.Image) -> Image.Image:
     """16/32-bit integer or float gray -> 8-bit RGB, scaled by the range the values are in:
 
     * ``I;16*``: 0..65535;
     * ``I`` (32-bit signed; 16-bit gray some decoders give as I): the smallest of 0..255,
       0..65535 and 0..2**31-1 that holds the image's maximum, so 8- and 16-bit data stored as I
-      keep their brightness (a 16-bit image darker than 256 everywhere is read as 8-bit);
+      keep their brightness (a 16-bit image darker than 256 everywhere is read as 8-bit); an
+      unsigned 32-bit TIFF, which Pillow also gives as signed I, is read unsigned (0..2**32-1);
     * ``F``: 0..1 when every value is in it (unit-range float), otherwise 0..255;
 
     negative values become black. A colour key (PNG tRNS on 16-bit gray) becomes white.
     """
     # One float32 copy scaled in place (exact for 16-bit values; 4 bytes per pixel): a 50 MP
     # image must not cost several float64 temporaries (~1.3 GB measured before).
-    array = np.array(image, dtype=np.float32)  # always a copy (F would be a read-only view)
+    unsigned = image.mode == "I" and _is_unsigned_32_bit_tiff(image)
+    if unsigned:  # values from 2**31 up would be negative, hence black
+        array = np.asarray(image).view(np.uint32).astype(np.float32)
+    else:
+        array = np.array(image, dtype=np.float32)  # always a copy (F would be a read-only view)
     key = image.info.get("transparency")
     keyed = array == key if isinstance(key, int) and image.mode != "F" else None
     if image.mode == "F":
@@ -322,7 +341,7 @@ def _gray_to_rgb(image: Image.Image) -> Image.Image:
         peak = 65535.0
     else:
         top = array.max(initial=0)
-        peak = 255.0 if top <= 255 else 65535.0 if top <= 65535 else float(2**31 - 1)
+        peak = 255.0 if top <= 255 else 65535.0 if top <= 65535 else float(2**32 - 1 if unsigned else 2**31 - 1)
     array *= np.float32(255.0 / peak)
     np.clip(array, 0, 255, out=array)
     gray = np.rint(array, out=array).astype(np.uint8)

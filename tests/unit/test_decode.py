@@ -93,6 +93,28 @@ def test_float_and_32_bit_gray_are_scaled_by_the_range_their_values_are_in(array
     assert np.asarray(decode_image(encode(image, "TIFF"), MAX))[0, 0].tolist() == [expected] * 3
 
 
+def unsigned_32_bit_tiff(values: np.ndarray) -> bytes:
+    """A little-endian gray TIFF of uint32 samples, SampleFormat left at its default (unsigned):
+    Pillow writes mode I as signed, and reads this one as I;32N."""
+    height, width = values.shape
+    pixels = values.astype("<u4").tobytes()
+    tags = [(256, 4, width), (257, 4, height), (258, 3, 32), (259, 3, 1), (262, 3, 1), (273, 4, 8),
+            (277, 3, 1), (278, 4, height), (279, 4, len(pixels))]
+    ifd = 8 + len(pixels)
+    entries = b"".join(struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags)
+    return b"II*\x00" + struct.pack("<I", ifd) + pixels + struct.pack("<H", len(tags)) + entries + b"\x00" * 4
+
+
+def test_an_unsigned_32_bit_tiff_is_read_unsigned():
+    values = np.array([[0, 2**31 + 2**30, 2**32 - 1, 2**31]], dtype=np.uint32)
+    with Image.open(io.BytesIO(unsigned_32_bit_tiff(values))) as opened:
+        assert opened.mode == "I"  # Pillow has no unsigned 32-bit mode
+    decoded = np.asarray(decode_image(unsigned_32_bit_tiff(values), MAX))
+    assert decoded[0, :, 0].tolist() == [0, 191, 255, 128]  # not black: 2**31 and up were negative
+    small = np.array([[0, 100, 40000]], dtype=np.uint32)  # 16-bit data stored as 32: the range its values are in
+    assert np.asarray(decode_image(unsigned_32_bit_tiff(small), MAX))[0, :, 0].tolist() == [0, 0, 156]
+
+
 def test_exif_orientation_is_applied():
     image = Image.new("RGB", (40, 20), (255, 0, 0))
     exif = Image.Exif()
