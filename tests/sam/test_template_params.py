@@ -215,6 +215,52 @@ def test_cors_origin_pattern(origin, ok):
     assert bool(re.fullmatch(PARAMETERS["CorsAllowOrigin"]["AllowedPattern"], origin)) is ok
 
 
+def cold_start_accepts(env: dict[str, str]) -> bool:
+    """Whether the function's cold start takes these settings (the handler builds both)."""
+    from classifier.fetch import FetchPolicy
+    from classifier.settings import Settings
+
+    try:
+        FetchPolicy.from_settings(Settings.from_env(env))
+    except ValueError:
+        return False
+    return True
+
+
+PARAMETER_VALUES = {
+    ("AllowedHosts", "ALLOWED_HOSTS"): [
+        "", "images.example.com", "images.example.com,*.cdn.example.com", "a.example.com, b.example.com",
+        "bücher.example", "::1", "[2001:db8::1]", "img.example.com.",
+        "https://images.example.com", "images.example.com:443", "images.example.com/path", "user@host.example",
+        "a.example.com b.example.com", "*.", "[x]",
+    ],
+    ("MaxDownloadBytes", "MAX_DOWNLOAD_BYTES"): ["1", "15728640", "0", "-1", "1.5", "1e7", " 5", "", "abc"],
+    ("MaxImagePixels", "MAX_IMAGE_PIXELS"): ["1", "50000000", "0", "5e7", "2.5", "-3"],
+}
+
+
+@pytest.mark.parametrize("parameter, variable, value",
+                         [(p, v, value) for (p, v), values in PARAMETER_VALUES.items() for value in values])
+def test_nothing_the_template_allows_fails_the_cold_start(parameter, variable, value):
+    """A value CloudFormation accepts but the code refuses deploys fine, then fails every
+    request with 502: each pattern must refuse what the settings refuse."""
+    allowed = bool(re.fullmatch(PARAMETERS[parameter]["AllowedPattern"], value))
+    if allowed:
+        assert cold_start_accepts({variable: value}), f"{parameter}={value!r} passes the template, fails the cold start"
+    if value in (str(PARAMETERS[parameter]["Default"]), "images.example.com,*.cdn.example.com"):
+        assert allowed, f"{parameter}={value!r} is the default or the documented example, and must pass"
+
+
+@pytest.mark.parametrize(
+    "origin, ok",
+    [("https://app.example.com/", False), ("https://app.example.com/app", False), ("http://[::1]:8080", True),
+     ("https://app.example.com:8443", True)],
+)
+def test_a_cors_origin_is_scheme_host_and_port_only(origin, ok):
+    # Browsers compare the serialized origin exactly: a trailing slash or a path never matches.
+    assert bool(re.fullmatch(PARAMETERS["CorsAllowOrigin"]["AllowedPattern"], origin)) is ok
+
+
 # --- translated: defaults ----------------------------------------------------------------
 
 
