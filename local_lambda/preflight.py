@@ -303,10 +303,11 @@ class Project:
     def _replay(self, stage: dp.Stage, view: ImageView, views: Dict[int, ImageView]) -> ImageView:
         for step in stage.steps:
             if isinstance(step, dp.PythonModuleStep):
-                view.runs.append((step.line, stage.label))
+                if (step.line, stage.label) not in view.runs:  # commands chained in one RUN share its line
+                    view.runs.append((step.line, stage.label))
                 args = [posixpath.normpath(posixpath.join(stage.workdir, a)) for a in step.args if not a.startswith("-")]
-                view.run_inputs[step.line] = {p: prov for p, prov in view.files.items()
-                                              if any(p == a or p.startswith(a + "/") for a in args)}
+                view.run_inputs.setdefault(step.line, {}).update(
+                    {p: prov for p, prov in view.files.items() if any(p == a or p.startswith(a + "/") for a in args)})
             elif isinstance(step, dp.CopyStep) and step.from_stage is not None:
                 self._copy_from_stage(step, view, views[step.from_stage])
             elif isinstance(step, dp.CopyStep):

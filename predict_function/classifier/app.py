@@ -34,7 +34,8 @@ Handler = Callable[[Any, Any], dict]
 
 def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telemetry: Telemetry | None = None) -> Handler:
     """Build a handler from its parts (tests inject their own fetch, model or telemetry)."""
-    telemetry = telemetry or Telemetry(classifier.card.name, classifier.card.version)
+    telemetry = telemetry or Telemetry(classifier.card.name, classifier.card.version,
+                                       model_graph=classifier.optimized_for or "portable")
     fit = functools.partial(draft_size, classifier.card.preprocessing)
 
     def predict(request: Request, record: RequestRecord, context: Any) -> dict:

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import onnxruntime as ort
 
+from . import preoptimized
 from .spec import ModelCard, activate
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,10 @@ def session_options(intra_op_threads: int, allow_spinning: bool = False) -> ort.
 class Classifier:
     """An ONNX image classifier together with the card that says how to feed it."""
 
-    def __init__(self, session: ort.InferenceSession, card: ModelCard) -> None:
+    def __init__(self, session: ort.InferenceSession, card: ModelCard, optimized_for: str | None = None) -> None:
         self.session = session
         self.card = card
+        self.optimized_for = optimized_for  # the CPU layout of a graph optimised at build (preoptimized.py)
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
         self.classes = _class_count(session.get_outputs()[0].shape)  # None: symbolic, known per run
@@ -82,11 +84,17 @@ class Classifier:
     def load(cls, path: str, intra_op_threads: int = 0, allow_spinning: bool = False) -> "Classifier":
         if not os.path.isfile(path):
             raise ModelLoadError(f"model file not found: {path} (set MODEL_PATH or copy the model into the image)")
-        session = ort.InferenceSession(
-            path, sess_options=session_options(intra_op_threads, allow_spinning), providers=["CPUExecutionProvider"]
-        )
+
+        def options() -> ort.SessionOptions:
+            return session_options(intra_op_threads, allow_spinning)
+
+        variant = preoptimized.open_session(path, options)  # the graph optimised at build, for this CPU
+        if variant is not None:
+            session = variant.session
+        else:
+            session = ort.InferenceSession(path, sess_options=options(), providers=["CPUExecutionProvider"])
         card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
-        return cls(session, card)
+        return cls(session, card, variant.layout if variant is not None else None)
 
     @classmethod
     def start_loading(cls, path: str, intra_op_threads: int = 0, background: bool = True,

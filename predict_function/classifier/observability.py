@@ -73,7 +73,8 @@ class RequestRecord:
 
 
 class Telemetry:
-    def __init__(self, model_name: str, model_version: str, service: str | None = None) -> None:
+    def __init__(self, model_name: str, model_version: str, service: str | None = None,
+                 model_graph: str = "portable") -> None:
         self.logger = Logger(service=service or os.environ.get(SERVICE_ENV, "").strip() or DEFAULT_SERVICE)
         self.namespace = os.environ.get(NAMESPACE_ENV, "").strip() or DEFAULT_NAMESPACE
         self.metrics = Metrics(namespace=self.namespace)
@@ -81,7 +82,8 @@ class Telemetry:
         # this logger's handler too, instead of plain text through the runtime's root handler.
         logging.getLogger(__package__)  # registered, so Powertools configures it (it skips child loggers)
         copy_config_to_registered_loggers(source_logger=self.logger, include={__package__})
-        self.model = {"model": model_name, "model_version": model_version}
+        # model_graph: "portable", or the CPU layout whose build-time optimised graph serves (preoptimized.py)
+        self.model = {"model": model_name, "model_version": model_version, "model_graph": model_graph}
         if self.metrics.default_dimensions.get("model") != model_name:  # Metrics state is shared
             self.metrics.set_default_dimensions(model=model_name)
         self.cold_start = True

@@ -54,6 +54,7 @@ def test_a_served_request_logs_its_timings_and_emits_metrics(classifier, cat_jpe
     first, second = logs
     assert first["cold_start"] is True and second["cold_start"] is False
     assert first["request_id"] == "req-123" and first["model"] == "m" and first["model_version"] == "1"
+    assert first["model_graph"] == "portable"
     assert (first["input_kind"], second["input_kind"]) == ("url", "base64")
     assert first["url"] == "https://img.example" and first["image_size"] == "451x300"
     assert set(first["timings_ms"]) == {"fetch", "decode", "preprocess", "inference", "total"}

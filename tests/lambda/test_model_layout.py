@@ -13,11 +13,13 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from classifier.preoptimized import cpu_layout
 from classifier.spec import ModelCard, preprocess
 from support import PHOTOS, REPO
 
 MODELS = REPO / "predict_function" / "model"
 MODEL_NAMES = ("model.onnx", "model-int8.onnx")
+LAYOUT = cpu_layout()  # the machine that staged the image is the one running it here
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -26,8 +28,12 @@ def _session(path: Path) -> ort.InferenceSession:
 
 def test_the_image_has_each_model_split_and_nothing_else(staged_project):
     staged = Path(staged_project.task_root) / "model"
+    optimized = [] if LAYOUT is None else ["optimized"]  # the float model's variant for this CPU: test_preoptimized.py
     assert sorted(p.name for p in staged.iterdir()) == sorted(
-        [*MODEL_NAMES, *(n + ".data" for n in MODEL_NAMES)])
+        [*MODEL_NAMES, *(n + ".data" for n in MODEL_NAMES), *optimized])
+    if LAYOUT is not None:
+        assert sorted(str(p.relative_to(staged)) for p in (staged / "optimized").rglob("*") if p.is_file()) == [
+            f"optimized/{LAYOUT}/model.onnx{suffix}" for suffix in ("", ".data", ".json", ".probe")]
     for name in MODEL_NAMES:
         committed = (MODELS / name).stat().st_size
         graph, weights = (staged / name).stat().st_size, (staged / (name + ".data")).stat().st_size
@@ -50,6 +56,15 @@ def test_split_model_has_the_same_card_and_answers_bit_for_bit(staged_project, n
     assert len(got) == len(expected)
     for a, b in zip(expected, got):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_function_loads_the_variant_made_for_this_cpu(lambda_function, cat_jpeg):
+    import base64
+
+    reply = lambda_function.invoke({"image": base64.b64encode(cat_jpeg).decode()})
+    assert reply["predictions"][0]["label"] in ("tabby", "tiger cat", "Egyptian cat")
+    assert f'"model_graph":"{LAYOUT or "portable"}"' in lambda_function.logs  # each request's log line
+    assert "loading the portable one" not in lambda_function.logs
 
 
 def test_external_weights_is_deterministic_and_refuses_bad_input(tmp_path):

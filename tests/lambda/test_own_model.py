@@ -33,6 +33,7 @@ import pytest
 from PIL import Image
 
 from classifier.decode import decode_image
+from classifier.preoptimized import cpu_layout
 from classifier.settings import Settings
 from classifier.spec import ModelCard, draft_size, preprocess
 from local_lambda import Emulator, stage
@@ -114,8 +115,10 @@ def _served(model: Path, workdir: Path, server) -> Iterator[Emulator]:
     staged = stage(fn.dockerfile, fn.context, build_dir=workdir / "build", function_name=fn.logical_id,
                    cache_dir=CACHE_DIR)
     task_model = Path(staged.task_root) / "model"
-    # The Dockerfile's model stage split the exported file into graph + card and mapped weights.
-    assert sorted(p.name for p in task_model.iterdir()) == ["model.onnx", "model.onnx.data"]
+    # The Dockerfile's model stage split the exported file into graph + card and mapped weights, and
+    # saved its graph optimised for this CPU (test_the_function_serves_the_graph_optimised_at_build).
+    optimized = ["optimized"] if cpu_layout() else []
+    assert sorted(p.name for p in task_model.iterdir()) == ["model.onnx", "model.onnx.data", *optimized]
     overrides = {fn.logical_id: {"ALLOW_PRIVATE_URLS": "true", "ALLOWED_PORTS": f"80,443,{server.port}"}}
     emulator, _ = function_emulator(fn, staged, overrides, shell_env={})
     with emulator:
@@ -359,6 +362,15 @@ def test_the_function_answers_like_the_original_framework(journey, test_photos, 
         assert response["prediction"] == served["positive"]
     else:
         assert "prediction" not in response
+
+
+def test_the_function_serves_the_graph_optimised_at_build(journey, test_photos):
+    """So the comparisons with the original framework above check that graph's answers."""
+    photo = next(iter(test_photos.values()))
+    reply = journey.function.invoke({"image": base64.b64encode(photo).decode()})
+    assert reply["predictions"], reply
+    assert f'"model_graph":"{cpu_layout() or "portable"}"' in journey.function.logs
+    assert "loading the portable one" not in journey.function.logs
 
 
 def test_the_comparison_is_not_vacuous(journey, test_photos):

@@ -30,7 +30,8 @@ def test_project_dockerfile_is_understood():
     assert pip.target == "/var/task"
     assert pip.requirements == ("/var/task/requirements.txt",)
     assert pip.compile_bytecode
-    assert model.steps[-1] == dp.PythonModuleStep("image_build.external_weights", ("model-src", "model"), model.steps[-1].line)
+    assert model.steps[-2:] == [dp.PythonModuleStep("image_build.external_weights", ("model-src", "model"), model.steps[-1].line),
+                                dp.PythonModuleStep("image_build.preoptimize", ("model",), model.steps[-1].line)]
     # the function stage: the model out of the build stage, then the code (layers: deps -> model -> code)
     kinds = [type(s).__name__ for s in plan.steps]
     assert kinds == ["CopyStep", "CopyStep", "CompileallStep"]

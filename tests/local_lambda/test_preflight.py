@@ -222,7 +222,8 @@ def test_handler_module_not_copied_and_a_module_left_out_by_dockerignore(project
 
 def test_copy_from_a_stage_path_nothing_makes(project):
     dockerfile = project / "predict_function" / "Dockerfile"
-    _write(dockerfile, dockerfile.read_text().replace("RUN python -m image_build.external_weights model-src model\n", ""))
+    _write(dockerfile, dockerfile.read_text().replace(
+        "RUN python -m image_build.external_weights model-src model \\\n    && python -m image_build.preoptimize model\n", ""))
     message = _only_failure(_preflight(project, "files"), "files")
     assert "COPY --from=model /var/task/model/: no earlier step of stage model puts anything there" in message
     assert "MODEL_PATH=/var/task/model/model.onnx (template/ENV) is not in the image" in message
