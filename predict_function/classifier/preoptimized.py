@@ -1,14 +1,16 @@
 """A model's graph optimised once at image build, for the CPU layout it was optimised on.
 
-onnxruntime's own graph optimisation is most of a session's creation (~29 of ~41 ms for the
+onnxruntime's own graph optimisation is most of a session's creation (~30 of ~35-40 ms for the
 bundled model, almost all of it the NCHWc layout transformer), and it runs at every cold start.
 A graph saved after it loads in ~8 ms, but that graph is tied to the NCHWc block size of the CPU
 that optimised it: 16 floats with AVX-512F, 8 on any other x86-64. A 16-block graph on an
 8-block CPU gives silently wrong scores; an 8-block graph on a 16-block CPU fails its first run
-(both seen under ``qemu-x86_64 -cpu Haswell-noTSX``, session 11). So a variant is only used on
-the layout it was made for, and only once a small probe optimised with it (four convolutions,
-``image_build/layout_probe.py``, ~1 ms) reproduces here the output it gave at build, which any
-other block size fails. Otherwise: the portable model, as before. The variant itself was checked
+(both seen under ``qemu-x86_64 -cpu Haswell-noTSX``, session 11). So the build names a variant by
+the block size onnxruntime actually used (read from the optimised probe's weights), the function
+tries only the variant its CPU flags name, and only once a small probe optimised with it (four
+convolutions, ``image_build/layout_probe.py``, ~1 ms) reproduces here the output it gave at
+build: on the other block size onnxruntime refuses the probe's blocked shapes, whatever
+/proc/cpuinfo says. Otherwise: the portable model, as before. The variant itself was checked
 against the portable model at build.
 
 Layout, next to the portable ``model/NAME.onnx``::
@@ -24,10 +26,10 @@ them. This module imports only numpy and onnxruntime: the build stage copies it 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,28 +38,23 @@ import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # of the .json description (1, in a162bf0 only: the graph file's SHA-256)
 FOLDER = "optimized"
 PROBE_SUFFIX = ".probe"  # NAME.onnx.probe: the layout probe, optimised with the variant
-# A wrong layout fails or moves outputs by their own size; float rounding across x86 kernels of one
-# layout (SSE, AVX2, AVX-512) by ~1e-5. Scaled by the largest expected value.
+# Outputs that only float rounding separates (x86 kernels of one layout: SSE, AVX2, AVX-512 differ
+# by ~1e-5) pass; scaled by the largest expected value.
 CHECK_TOLERANCE = 1e-3
-# Ops whose graph rewrites depend on more of the CPU than the NCHWc block size (u8/s8 choices,
-# VNNI): a quantized model keeps its portable graph.
-QUANTIZED_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-    "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulNBits",
-})
-_HASHED_BYTES = 1 << 20  # a split graph file is ~60 KB; a self-contained model is hashed this far
+_DIGEST_BYTES = 1 << 20  # how much of each end of a model file the source digest reads
 
 
 def cpu_layout(flags: set[str] | None = None, machine: str | None = None) -> str | None:
-    """The CPU layout an optimised graph is tied to, as onnxruntime's MLAS chooses it, or None
-    where this module makes no variant (not x86-64, or the CPU flags cannot be read).
+    """This CPU's layout as onnxruntime's MLAS will choose it, read from the CPU flags, or None
+    where they cannot tell (not x86-64, or no ``flags`` line in /proc/cpuinfo).
 
     MLAS (platform.cpp) uses 16-float NCHWc blocks when the CPU has AVX, FMA, AVX2 and AVX512F
     and the OS saves their state, else 8. Linux lists a flag in /proc/cpuinfo only when the
-    kernel enabled its state, so the listed flags are that test.
+    kernel enabled its state, so the listed flags are that test. They pick which variant to try;
+    the probe, not the flags, decides whether it runs right here.
     """
     machine = (machine or os.uname().machine).lower()
     if machine not in ("x86_64", "amd64"):
@@ -80,19 +77,44 @@ def _cpu_flags(path: str = "/proc/cpuinfo") -> set[str] | None:
     return None
 
 
+def layout_name(block: int, machine: str | None = None) -> str:
+    return f"{(machine or os.uname().machine).lower()}-nchwc{block}"
+
+
 def variant_path(model_path: str, layout: str) -> str:
     directory, name = os.path.split(model_path)
     return os.path.join(directory, FOLDER, layout, name)
 
 
+def _candidates(model_path: str) -> list[str]:
+    """The layouts to try: the one the flags name, or, where they cannot tell, every layout
+    a variant of this model was made for (each then has to pass its probe)."""
+    layout = cpu_layout()
+    if layout is not None:
+        return [layout]
+    directory, name = os.path.split(model_path)
+    try:
+        folders = sorted(os.listdir(os.path.join(directory, FOLDER)))
+    except OSError:
+        return []
+    return [f for f in folders if os.path.exists(os.path.join(directory, FOLDER, f, name + ".json"))]
+
+
 def source_digest(model_path: str) -> dict:
-    """What identifies the portable model a variant was made from: its file's size and hash
-    (the first MiB of it) and the size of its external weights file, if any."""
-    with open(model_path, "rb") as model:
-        head = model.read(_HASHED_BYTES)
+    """What identifies the portable model a variant was made from: the size and CRC-32 of the
+    first and last MiB of its file and of its external weights file, if any (the whole of a
+    split graph file). It catches a model replaced after the build, retrained weights included;
+    it is not a defence against tampering (whoever builds the image writes both). Reading all
+    18.5 MB of weights would cost ~7 ms of every cold start; hashlib's import alone ~2.5 ms."""
+    def digest(path: str) -> list[int]:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            head = file.read(_DIGEST_BYTES)
+            file.seek(max(len(head), size - _DIGEST_BYTES))
+            return [size, zlib.crc32(file.read(), zlib.crc32(head))]
+
     data = model_path + ".data"
-    return {"bytes": os.path.getsize(model_path), "sha256": hashlib.sha256(head).hexdigest(),
-            "data_bytes": os.path.getsize(data) if os.path.exists(data) else None}
+    return {"model": digest(model_path), "data": digest(data) if os.path.exists(data) else None}
 
 
 def check_input(shape: list) -> np.ndarray:
@@ -128,32 +150,42 @@ def open_session(model_path: str, make_options: Callable[[], ort.SessionOptions]
     """A session on ``model_path``'s optimised variant for this CPU, or None (then load the
     portable model): no variant for this layout, one made from another model or by another
     onnxruntime, or a layout probe that does not reproduce its build-time output here."""
-    layout = cpu_layout() if layout is None else layout
-    if layout is None:
-        return None
+    for candidate in [layout] if layout is not None else _candidates(model_path):
+        variant = _open(model_path, make_options, candidate)
+        if variant is not None:
+            return variant
+    return None
+
+
+def _open(model_path: str, make_options: Callable[[], ort.SessionOptions], layout: str) -> Variant | None:
     path = variant_path(model_path, layout)
-    try:
-        with open(path + ".json", encoding="utf-8") as meta_file:
-            meta = json.load(meta_file)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        meta, reason = {}, f"unreadable description ({exc})"
-    else:
-        reason = _stale(meta, model_path, layout)
+    if not os.path.exists(path + ".json"):
+        return None  # no variant for this layout: quietly the portable model
     session = None
-    if reason is None:
-        try:
-            reason = mismatch(run(_probe_session(path + PROBE_SUFFIX)), meta["probe"]["outputs"])
-            if reason is None:
-                session = ort.InferenceSession(path, sess_options=prebuilt_options(make_options()),
-                                               providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - any failure means: use the portable model
-            reason = f"{type(exc).__name__}: {exc}"
+    try:
+        reason = _refusal(path, model_path, layout)
+        if reason is None:
+            session = ort.InferenceSession(path, sess_options=prebuilt_options(make_options()),
+                                           providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - any failure means: use the portable model
+        reason = f"{type(exc).__name__}: {exc}"
     if session is None:
         log.warning("optimised model %s ignored, loading the portable one: %s", path, reason)
         return None
     return Variant(session, layout, path)
+
+
+def _refusal(path: str, model_path: str, layout: str) -> str | None:
+    """Why the variant at ``path`` must not serve here, or None."""
+    try:
+        with open(path + ".json", encoding="utf-8") as meta_file:
+            meta = json.load(meta_file)
+    except (OSError, ValueError) as exc:
+        return f"unreadable description ({exc})"
+    if not isinstance(meta, dict):
+        return "unreadable description (not a JSON object)"
+    return _stale(meta, model_path, layout) or mismatch(run(_probe_session(path + PROBE_SUFFIX)),
+                                                        meta["probe"]["outputs"])
 
 
 def _probe_session(path: str) -> ort.InferenceSession:

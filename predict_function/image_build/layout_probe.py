@@ -4,8 +4,10 @@ optimised graph only runs right on a CPU with the NCHWc block size it was optimi
 ``image_build.preoptimize`` optimises it next to each model's variant, and the function runs it
 at cold start before trusting the variant (``classifier/preoptimized.py``): it costs ~1 ms where
 checking the whole model would cost an inference. Its channel counts (32, 24, 40) are not all
-multiples of 16, so a 16-block graph on an 8-block CPU and an 8-block graph on a 16-block CPU
-both fail (seen under ``qemu-x86_64 -cpu Haswell-noTSX``: errors, or scores far off).
+multiples of 16, so onnxruntime refuses a 16-block graph on an 8-block CPU (ReorderOutput) and an
+8-block graph on a 16-block CPU (Conv), both seen under ``qemu-x86_64 -cpu Haswell-noTSX``; the
+comparison with the build-time output would catch wrong values too. The same padding tells the
+build which block size onnxruntime used (``preoptimize.nchwc_block``).
 
 Regenerate with the dev venv (needs onnx): ``python -m image_build.layout_probe`` from
 ``predict_function/``; the weights are seeded, so the file comes out the same.
