@@ -62,6 +62,7 @@ def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telem
         reply = functools.partial(respond, kind, cors_origin=settings.cors_allow_origin)
         record = RequestRecord()
         failure: Exception | None = None
+        telemetry.begin(context)
         try:
             request = parse_event(event, settings.max_download_bytes)
             record.input_kind = request.source
@@ -79,6 +80,9 @@ def make_handler(settings: Settings, classifier: Classifier, fetch: Fetch, telem
             error, failure = InternalError(), exc
             record.status, record.error_code = error.status, error.code
             return reply(error.status, error_body(error))
+        except BaseException:  # SystemExit, KeyboardInterrupt: the invocation fails, and its line says so
+            record.status, record.error_code = InternalError.status, InternalError.code
+            raise
         finally:
             telemetry.emit(record, context, (time.perf_counter() - started) * 1000.0, exc_info=failure)
 

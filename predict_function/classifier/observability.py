@@ -17,6 +17,7 @@ less when it carries bytes past the image's end, which are not downloaded).
 from __future__ import annotations
 
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,13 @@ DEFAULT_NAMESPACE = "ImageClassifier"
 # service name makes Powertools filter out every log line; an empty namespace is invalid EMF).
 SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
 NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
+
+
+# CloudWatch's rules for a metric namespace (AWS/ is reserved for AWS services).
+_NAMESPACE = re.compile(r"(?!AWS/)[0-9A-Za-z._/#: -]{1,255}")
+# What a log line may name as a URL's scheme and host (a DNS name, IDNA-encoded; an IPv4 or IPv6 literal).
+_LOGGED_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,15}")
+_LOGGED_HOST = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9_.])?|[0-9a-f:.]{2,45}")
 
 
 @dataclass
@@ -65,19 +73,34 @@ class RequestRecord:
         self.timings_ms[source] = max(0.0, round(self.timings_ms.get(source, 0.0) - ms, 2))
 
     def set_url(self, url: str) -> None:
+        """Scheme and host, only when the URL's authority is well formed and the host reads as a
+        DNS name or an IP literal: otherwise what urlsplit calls the host may be a user name or a
+        token (``https://user:pa/ss@host/``), megabytes long, or characters a log line cannot
+        carry, and the line logs no URL (the fetcher refuses such a URL with a 400 anyway)."""
+        self.url_host = None
         try:
             parts = urlsplit(url)
-            self.url_host = f"{parts.scheme}://{parts.hostname or ''}"
-        except ValueError:  # e.g. "http://[::1/x": the fetcher answers it with a 400; log no host
-            self.url_host = None
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+            host = (parts.hostname or "").encode("idna").decode("ascii").lower()
+        except (ValueError, UnicodeError):  # e.g. "http://[::1/x", a lone surrogate, an empty label
+            return
+        if _LOGGED_SCHEME.fullmatch(parts.scheme) and _LOGGED_HOST.fullmatch(host):
+            self.url_host = f"{parts.scheme}://[{host}]" if ":" in host else f"{parts.scheme}://{host}"
 
 
 class Telemetry:
     def __init__(self, model_name: str, model_version: str, service: str | None = None,
                  model_graph: str = "portable") -> None:
-        self.logger = Logger(service=service or os.environ.get(SERVICE_ENV, "").strip() or DEFAULT_SERVICE)
+        service = service or os.environ.get(SERVICE_ENV, "").strip() or DEFAULT_SERVICE
+        self.logger = Logger(service=service)
         self.namespace = os.environ.get(NAMESPACE_ENV, "").strip() or DEFAULT_NAMESPACE
-        self.metrics = Metrics(namespace=self.namespace)
+        if not _NAMESPACE.fullmatch(self.namespace):  # CloudWatch would drop every metric, silently
+            raise ValueError(f"invalid function setting: {NAMESPACE_ENV} {self.namespace[:300]!r} is not a CloudWatch "
+                             "namespace (letters, digits, . _ / # : - and spaces, at most 255, not AWS/...)")
+        # The same service as the logs, not Powertools' own reading of the variable (unset: no
+        # service dimension; " ": a dimension the Errors metric alone would carry).
+        self.service = service
+        self.metrics = Metrics(namespace=self.namespace, service=service)
         # The modules' own loggers (fetch's blocked-URL warnings, ...) write JSON lines through
         # this logger's handler too, instead of plain text through the runtime's root handler.
         logging.getLogger(__package__)  # registered, so Powertools configures it (it skips child loggers)
@@ -87,6 +110,10 @@ class Telemetry:
         if self.metrics.default_dimensions.get("model") != model_name:  # Metrics state is shared
             self.metrics.set_default_dimensions(model=model_name)
         self.cold_start = True
+
+    def begin(self, context: Any) -> None:
+        """At the start of each request: the module loggers' lines (a blocked URL, ...) carry its id."""
+        self.logger.append_keys(request_id=getattr(context, "aws_request_id", None))
 
     def emit(self, record: RequestRecord, context: Any, total_ms: float, exc_info: BaseException | None = None) -> None:
         fields = {
@@ -119,6 +146,6 @@ class Telemetry:
         if record.error_code:
             with single_metric(
                 name="Errors", unit=MetricUnit.Count, value=1, namespace=self.namespace,
-                default_dimensions=self.metrics.default_dimensions,
+                default_dimensions={**self.metrics.default_dimensions, "service": self.service},
             ) as metric:
                 metric.add_dimension(name="code", value=record.error_code)

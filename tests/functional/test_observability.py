@@ -180,3 +180,83 @@ def test_the_modules_own_warnings_are_json_lines(classifier, capsys):
     (line,) = [line for line in capsys.readouterr().out.splitlines() if "blocked URL" in line]
     record = json.loads(line)
     assert record["level"] == "WARNING" and record["message"] == "blocked URL literal 169.254.169.254 (link-local)"
+
+
+@pytest.mark.parametrize("url, logged", [
+    ("https://img.example/cat.jpg", "https://img.example"),
+    ("HTTPS://IMG.Example:8443/x", "https://img.example"),
+    ("https://bücher.de/x", "https://xn--bcher-kva.de"),  # the host the fetcher asks DNS for
+    ("http://[::1]:8080/x", "http://[::1]"),
+    ("http://127.0.0.1/x", "http://127.0.0.1"),
+    # what urlsplit would call the host, but the URL's authority is not well formed: a user name
+    # or token (the port is not a number), an escape, a lone surrogate, a line separator, megabytes
+    ("https://user:pa/ss@host.example/x", None),
+    ("https://ex%61mple.com/x", None),
+    ("https://\ud800.example/x", None),
+    ("https://a\u2028b.example/x", None),
+    ("https://" + "a" * 300_000 + "/x", None),
+    ("http://[::1/x", None),
+])
+def test_a_url_is_logged_as_scheme_and_host_only_when_it_has_a_well_formed_host(url, logged):
+    record = RequestRecord()
+    record.set_url(url)
+    assert record.url_host == logged
+
+
+def test_a_request_whose_url_logging_could_not_encode_still_logs_its_line(classifier, capsys):
+    capsys.readouterr()
+    handle = make_handler(Settings.from_env({}), classifier, lambda u, d: b"", telemetry())
+    handle({"url": "https://\ud800.example/x"}, Context())
+    handle({"url": "https://" + "a" * 300_000 + "/x"}, Context())
+    out = capsys.readouterr()
+    logs, _ = split([json.loads(line) for line in out.out.splitlines() if line.startswith("{")])
+    assert len(logs) == 2 and "Logging error" not in out.err
+    assert max(len(line) for line in out.out.splitlines()) < 2_000
+
+
+def test_metrics_carry_the_service_name_the_logs_carry(classifier, capsys, monkeypatch):
+    unique = f"svc-{uuid.uuid4().hex}"  # a logger of its own: Powertools binds a service's handler to the stdout it first saw
+    for value, service in ((None, "image-classifier"), (" ", "image-classifier"), (unique, unique)):
+        if value is None:
+            monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
+        else:
+            monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", value)
+        capsys.readouterr()
+        telemetry_ = Telemetry("m", "1")
+        assert telemetry_.service == telemetry_.logger.service == service
+        handle = make_handler(Settings.from_env({}), classifier, lambda u, d: b"not an image", telemetry_)
+        handle({"url": "https://img.example/x"}, Context())  # a refused request: Latency, Requests and Errors
+        logs, metrics = split(lines(capsys))
+        assert len(metrics) == 2 and all(record.get("service") == service for record in metrics)
+        dimensions = [record["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0] for record in metrics]
+        assert all("service" in dims and "model" in dims for dims in dimensions), dimensions
+    assert logs[0]["service"] == unique
+
+
+def test_the_modules_warnings_during_a_request_carry_its_id(classifier, capsys):
+    import logging
+
+    class Other(Context):
+        aws_request_id = "req-456"
+
+    def fetch(url, deadline):
+        logging.getLogger("classifier.fetch").warning("blocked URL host %s", "evil.example")
+        raise UpstreamError("no")
+
+    capsys.readouterr()
+    handle = make_handler(Settings.from_env({}), classifier, fetch, telemetry())
+    handle({"url": "https://evil.example/x"}, Other())
+    (warning,) = [r for r in lines(capsys) if r.get("message", "").startswith("blocked URL")]
+    assert warning["request_id"] == "req-456"
+
+
+def test_an_invocation_ended_by_a_base_exception_is_not_logged_as_served(classifier, capsys):
+    def fetch(url, deadline):
+        raise KeyboardInterrupt
+
+    capsys.readouterr()
+    handle = make_handler(Settings.from_env({}), classifier, fetch, telemetry())
+    with pytest.raises(KeyboardInterrupt):
+        handle({"url": "https://img.example/x"}, Context())
+    (log,), _ = split(lines(capsys))
+    assert (log["message"], log["status"], log["error_code"]) == ("request failed", 500, "internal_error")

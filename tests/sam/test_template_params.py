@@ -256,6 +256,32 @@ def test_nothing_the_template_allows_fails_the_cold_start(parameter, variable, v
         assert allowed, f"{parameter}={value!r} is the default or the documented example, and must pass"
 
 
+@pytest.mark.parametrize("namespace, ok", [
+    ("ImageClassifier", True), ("Team/Images", True), ("my app: prod #1", True), ("a" * 255, True),
+    ("AWS/Lambda", False), ("My NS!{}", False), ("a" * 256, False), (" ", False), ("", False), ("ns\tx", False),
+])
+def test_metrics_namespace_pattern_is_cloudwatchs_and_the_cold_starts(namespace, ok, monkeypatch):
+    """CloudWatch drops metrics under an invalid namespace without an error; the function fails its
+    cold start instead (a namespace set outside the template), and the template refuses it first."""
+    from classifier.observability import Telemetry
+
+    assert bool(re.fullmatch(PARAMETERS["MetricsNamespace"]["AllowedPattern"], namespace)) is ok
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", namespace)
+    if ok or not namespace.strip():  # empty or blank: the default namespace, as before
+        assert Telemetry("m", "1", service="test-namespace").namespace == (namespace.strip() or "ImageClassifier")
+    else:
+        with pytest.raises(ValueError, match="POWERTOOLS_METRICS_NAMESPACE"):
+            Telemetry("m", "1", service="test-namespace")
+
+
+@pytest.mark.parametrize("service, ok", [
+    ("image-classifier", True), ("svc_1.prod", True), ("a" * 128, True),
+    (" ", False), ("-svc", False), ("my service", False), ("a" * 129, False), ("svc\n", False),
+])
+def test_service_name_pattern(service, ok):
+    assert bool(re.fullmatch(PARAMETERS["ServiceName"]["AllowedPattern"], service)) is ok
+
+
 # --- translated: defaults ----------------------------------------------------------------
 
 
