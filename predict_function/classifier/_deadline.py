@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import socket
 import threading
 import time
@@ -30,6 +31,8 @@ class Deadline:
     """An absolute ``time.monotonic()`` deadline that shuts the sockets it watches down when it passes."""
 
     def __init__(self, at: float, watchdog: "Watchdog | None" = None) -> None:
+        if not math.isfinite(at):  # the watchdog's wait would overflow and its thread die for good
+            raise ValueError(f"a deadline must be a finite time, got {at}")
         self.at = at
         self.fired = False
         self._closed = False
@@ -142,7 +145,8 @@ class Watchdog:
                     due.append(heapq.heappop(self._heap)[2])
                 if not due:
                     self._wake_at = self._heap[0][0] if self._heap else None
-                    self._cond.wait(None if self._wake_at is None else self._wake_at - now)
+                    self._cond.wait(None if self._wake_at is None
+                                    else min(self._wake_at - now, threading.TIMEOUT_MAX))
                     self._wake_at = None
                     continue
             for deadline in due:  # outside the lock: fire() takes the deadline's own lock

@@ -273,8 +273,14 @@ def _resolve(
     except concurrent.futures.TimeoutError as exc:
         future.cancel()
         raise UpstreamTimeoutError("timed out resolving the URL host") from exc
+    finally:
+        del future  # it holds the resolver's error, whose traceback holds this frame: no cycle
 
 
+# A lookup that outlives its request keeps its thread until the resolver gives up (glibc: 5 s x 2
+# attempts by default), and later lookups queue behind busy threads: with 4, five slow lookups
+# made a healthy host's request time out. Threads start only when all are busy.
+DNS_THREADS = 16
 _dns_executor: concurrent.futures.ThreadPoolExecutor | None = None
 _dns_lock = threading.Lock()
 
@@ -285,7 +291,7 @@ def _dns_pool() -> concurrent.futures.ThreadPoolExecutor:
     global _dns_executor
     with _dns_lock:
         if _dns_executor is None:
-            _dns_executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="fetch-dns")
+            _dns_executor = concurrent.futures.ThreadPoolExecutor(max_workers=DNS_THREADS, thread_name_prefix="fetch-dns")
         return _dns_executor
 
 
@@ -432,7 +438,10 @@ def _open(target: Target, policy: FetchPolicy, clock: Deadline) -> socket.socket
         clock.watch(sock)
         return sock
     assert last_error is not None
-    raise last_error
+    try:
+        raise last_error
+    finally:
+        last_error = None  # its traceback holds this frame (socket.create_connection does the same)
 
 
 def _request(target: Target, policy: FetchPolicy, clock: Deadline) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
@@ -599,6 +608,10 @@ class Fetched(io.BufferedIOBase):
     def close(self) -> None:
         self._release()
         self._data.close()
+        # A failed read's error holds its traceback, whose frames hold this body and the decoder's
+        # half-decoded image: a cycle only the garbage collector would free, many requests later
+        # (a 16 MP image each time: ~50 MB per failed request, an out-of-memory kill after ~8).
+        self._failure = None
         super().close()
 
     def __repr__(self) -> str:

@@ -162,3 +162,22 @@ def test_a_deadline_that_fails_to_fire_does_not_stop_the_watchdog(pairs, caplog)
     later.watch(sock)
     assert shut_down(sock)  # the next deadline still fires
     assert later.fired and "firing a deadline failed" in caplog.text
+
+
+@pytest.mark.parametrize("at", [float("inf"), float("nan"), float("-inf")])
+def test_a_deadline_must_be_a_finite_time(at):
+    """An infinite one made the watchdog's wait overflow: its thread died and never restarted,
+    so no later deadline fired."""
+    with pytest.raises(ValueError, match="finite"):
+        Deadline(at)
+
+
+def test_a_deadline_far_in_the_future_does_not_kill_the_watchdog():
+    watchdog = Watchdog(name="test-far-future")
+    far = Deadline(time.monotonic() + 1e12, watchdog)
+    watchdog.arm(far)
+    time.sleep(0.1)  # the thread now waits towards the far deadline
+    soon = Deadline(time.monotonic() + 0.05, watchdog)
+    watchdog.arm(soon)
+    time.sleep(0.3)
+    assert soon.fired and not far.fired

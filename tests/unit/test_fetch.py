@@ -812,3 +812,40 @@ def test_an_allowed_hosts_entry_that_is_not_a_host_fails_the_cold_start(entry):
 def test_allowed_hosts_takes_names_wildcards_and_ip_literals():
     policy = make_policy(None, None, allowed_hosts=("IMG.Example.com.", "*.cdn.example", "[::1]", "::2", "203.0.113.9"))
     assert policy.allowed_hosts == ("img.example.com", "*.cdn.example", "::1", "::2", "203.0.113.9")
+
+
+def test_lookups_that_outlive_their_requests_do_not_starve_the_next_request():
+    """A lookup past its request's deadline keeps its thread until the resolver gives up; with 4
+    threads, five such lookups made a healthy host's next request time out in the queue."""
+    release = threading.Event()
+
+    def slow():
+        release.wait(5)
+        return ["93.184.216.34"]
+
+    policy = make_policy(FakeResolver({"slow.example": slow, "ok.example": ["93.184.216.34"]}))
+    try:
+        for _ in range(6):
+            with pytest.raises(errors.UpstreamTimeoutError):
+                check_url("https://slow.example/x", policy, deadline=soon(0.05))
+        started = time.monotonic()
+        assert check_url("https://ok.example/x", policy, deadline=soon(0.5)).addresses == ("93.184.216.34",)
+        assert time.monotonic() - started < 0.4
+    finally:
+        release.set()
+
+
+def test_a_refused_connection_or_failed_lookup_leaves_no_reference_cycle():
+    import gc
+
+    policy = make_policy(FakeResolver({"down.example": ["93.184.216.34"]}),
+                         connector=lambda address, port, timeout: (_ for _ in ()).throw(ConnectionRefusedError()))
+    gc.collect()
+    gc.disable()
+    try:
+        for url in ("https://down.example/x", "https://unknown.example/x"):
+            with pytest.raises(errors.ClassifierError):
+                fetch_url(url, policy, deadline=soon())
+            assert gc.collect() == 0, url
+    finally:
+        gc.enable()
