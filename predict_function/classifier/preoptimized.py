@@ -62,7 +62,7 @@ def cpu_layout(flags: set[str] | None = None, machine: str | None = None) -> str
     flags = _cpu_flags() if flags is None else flags
     if flags is None:
         return None
-    return "x86_64-nchwc16" if {"avx", "fma", "avx2", "avx512f"} <= flags else "x86_64-nchwc8"
+    return layout_name(16 if {"avx", "fma", "avx2", "avx512f"} <= flags else 8)
 
 
 def _cpu_flags(path: str = "/proc/cpuinfo") -> set[str] | None:
@@ -77,8 +77,9 @@ def _cpu_flags(path: str = "/proc/cpuinfo") -> set[str] | None:
     return None
 
 
-def layout_name(block: int, machine: str | None = None) -> str:
-    return f"{(machine or os.uname().machine).lower()}-nchwc{block}"
+def layout_name(block: int) -> str:
+    """The name of an x86-64 layout (the only kind made): its NCHWc block size, 8 or 16 floats."""
+    return f"x86_64-nchwc{block}"
 
 
 def variant_path(model_path: str, layout: str) -> str:

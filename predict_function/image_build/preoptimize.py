@@ -18,6 +18,7 @@ fixed input) is deleted. The build never fails because of a variant.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -88,22 +89,18 @@ def _preoptimize(model: Path) -> tuple[Path | None, str]:
     return target, "written"
 
 
-_layout: list[str | None] = []
-
-
+@functools.cache
 def _build_layout() -> str | None:
     """This machine's layout as onnxruntime applies it: the NCHWc block size read from the probe
     it optimises here, not from /proc/cpuinfo (under Docker's x86-64 emulation on an arm64 host,
     cpuinfo describes the host). None off x86-64 or where onnxruntime makes no NCHWc graph."""
-    if not _layout:
-        block = None
-        if os.uname().machine.lower() in ("x86_64", "amd64"):
-            with tempfile.TemporaryDirectory() as scratch:
-                probe = Path(scratch) / "probe.onnx"
-                _save_optimised(LAYOUT_PROBE, probe, external_weights=False)
-                block = nchwc_block(probe.read_bytes())
-        _layout.append(preoptimized.layout_name(block) if block in (8, 16) else None)
-    return _layout[0]
+    if os.uname().machine.lower() not in ("x86_64", "amd64"):
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        probe = Path(scratch) / "probe.onnx"
+        _save_optimised(LAYOUT_PROBE, probe, external_weights=False)
+        block = nchwc_block(probe.read_bytes())
+    return preoptimized.layout_name(block) if block in (8, 16) else None
 
 
 def _save_optimised(source: Path, target: Path, external_weights: bool) -> None:
