@@ -99,7 +99,6 @@ class Telemetry:
                              "namespace (letters, digits, . _ / # : - and spaces, at most 255, not AWS/...)")
         # The same service as the logs, not Powertools' own reading of the variable (unset: no
         # service dimension; " ": a dimension the Errors metric alone would carry).
-        self.service = service
         self.metrics = Metrics(namespace=self.namespace, service=service)
         # The modules' own loggers (fetch's blocked-URL warnings, ...) write JSON lines through
         # this logger's handler too, instead of plain text through the runtime's root handler.
@@ -110,6 +109,10 @@ class Telemetry:
         if self.metrics.default_dimensions.get("model") != model_name:  # Metrics state is shared
             self.metrics.set_default_dimensions(model=model_name)
         self.cold_start = True
+
+    @property
+    def service(self) -> str:
+        return self.logger.service
 
     def begin(self, context: Any) -> None:
         """At the start of each request: the module loggers' lines (a blocked URL, ...) carry its id."""

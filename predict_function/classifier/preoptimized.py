@@ -143,7 +143,6 @@ def prebuilt_options(options: ort.SessionOptions) -> ort.SessionOptions:
 class Variant:
     session: ort.InferenceSession
     layout: str
-    path: str
 
 
 def open_session(model_path: str, make_options: Callable[[], ort.SessionOptions],
@@ -173,7 +172,7 @@ def _open(model_path: str, make_options: Callable[[], ort.SessionOptions], layou
     if session is None:
         log.warning("optimised model %s ignored, loading the portable one: %s", path, reason)
         return None
-    return Variant(session, layout, path)
+    return Variant(session, layout)
 
 
 def _refusal(path: str, model_path: str, layout: str) -> str | None:

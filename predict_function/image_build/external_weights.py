@@ -27,20 +27,28 @@ def externalize(source: Path, dest_dir: Path) -> tuple[Path, Path]:
     """Write ``dest_dir/<name>.onnx`` and ``dest_dir/<name>.onnx.data`` from ``source``."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     graph = dest_dir / source.name
-    data_name = source.name + ".data"
     if graph.resolve() == source.resolve():
         raise ValueError(f"{source}: the destination must be another directory")
-    for stale in (graph, dest_dir / data_name):
+    for stale in (graph, dest_dir / (source.name + ".data")):
         stale.unlink(missing_ok=True)  # onnxruntime appends to an existing data file
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return graph, save_model(source, graph, options)
+
+
+def save_model(source: Path, graph: Path, options: ort.SessionOptions) -> Path:
+    """Have onnxruntime save the model it loads from ``source`` with ``options`` (its graph
+    optimisation level decides what it saves) as ``graph``, and the initializers of
+    ``MIN_EXTERNAL_BYTES`` or more in ``graph.data``, which it returns. The caller removes a
+    stale ``graph.data`` first: onnxruntime appends to an existing one."""
+    data = graph.with_name(graph.name + ".data")
     options.optimized_model_filepath = str(graph)
-    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", data_name)
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", data.name)
     options.add_session_config_entry(
         "session.optimized_model_external_initializers_min_size_in_bytes", str(MIN_EXTERNAL_BYTES)
     )
     ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-    return graph, dest_dir / data_name
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:

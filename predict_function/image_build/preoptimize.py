@@ -31,8 +31,8 @@ import numpy as np
 import onnxruntime as ort
 
 from classifier import preoptimized
+from image_build.external_weights import save_model
 
-MIN_EXTERNAL_BYTES = 1024
 LAYOUT_PROBE = Path(__file__).with_name("layout_probe.onnx")
 
 
@@ -69,8 +69,8 @@ def _preoptimize(model: Path) -> tuple[Path | None, str]:
     probe = Path(f"{target}{preoptimized.PROBE_SUFFIX}")
     _remove(target)  # onnxruntime appends to an existing data file
     target.parent.mkdir(parents=True, exist_ok=True)
-    _save_optimised(model, target, external_weights=True)
-    _save_optimised(LAYOUT_PROBE, probe, external_weights=False)
+    save_model(model, target, _options())
+    _save_probe(probe)
     reason = preoptimized.mismatch(preoptimized.run(_prebuilt(target)), preoptimized.run(portable))
     if reason is None:
         meta = {
@@ -98,19 +98,16 @@ def _build_layout() -> str | None:
         return None
     with tempfile.TemporaryDirectory() as scratch:
         probe = Path(scratch) / "probe.onnx"
-        _save_optimised(LAYOUT_PROBE, probe, external_weights=False)
+        _save_probe(probe)
         block = nchwc_block(probe.read_bytes())
     return preoptimized.layout_name(block) if block in (8, 16) else None
 
 
-def _save_optimised(source: Path, target: Path, external_weights: bool) -> None:
+def _save_probe(target: Path) -> None:
+    """The layout probe as onnxruntime optimises it here, in one file (its weights are 43 KB)."""
     options = _options()
     options.optimized_model_filepath = str(target)
-    if external_weights:
-        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", target.name + ".data")
-        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
-                                         str(MIN_EXTERNAL_BYTES))
-    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    ort.InferenceSession(str(LAYOUT_PROBE), options, providers=["CPUExecutionProvider"])
 
 
 def _prebuilt(path: Path) -> ort.InferenceSession:

@@ -86,7 +86,7 @@ def test_a_graph_for_the_other_layout_fails_the_probe(model_dir, caplog):
     """What a 16-block graph does on an 8-block CPU (wrong scores) or the reverse (a kernel
     error), caught by the probe. ``layout_probes/`` holds the probe as onnxruntime optimised it on
     each layout: x86_64-nchwc8 under ``qemu-x86_64 -cpu Haswell-noTSX``, x86_64-nchwc16 on an
-    AVX-512 CPU (``preoptimize._save_optimised(LAYOUT_PROBE, path, external_weights=False)``).
+    AVX-512 CPU (``preoptimize._save_probe(path)``).
     Here the other layout's probe stands in the variant's place, as if /proc/cpuinfo had lied."""
     shutil.copyfile(PROBES / f"{OTHER_LAYOUT}.onnx", _variant(model_dir).with_name("model.onnx.probe"))
     # onnxruntime refuses the other block size's shapes (Conv on a 16-block CPU, ReorderOutput on
@@ -164,14 +164,14 @@ def test_no_variant_is_made_where_onnxruntime_makes_no_nchwc_layout(tmp_path, mo
 @needs_x86
 def test_a_variant_that_cannot_be_made_is_skipped_and_cleaned_up(tmp_path, monkeypatch, capsys):
     external_weights.externalize(MODELS / "model.onnx", tmp_path)
-    real = preoptimize._save_optimised
+    real = preoptimize._save_probe
 
-    def half_written(source, target, external_weights):
-        real(source, target, external_weights)
+    def half_written(target):
+        real(target)
         if target.suffix == ".probe":
             raise RuntimeError("disk full")
 
-    monkeypatch.setattr(preoptimize, "_save_optimised", half_written)
+    monkeypatch.setattr(preoptimize, "_save_probe", half_written)
     assert preoptimize.main([str(tmp_path)]) == 0  # the image still builds, with the portable graph
     assert "model.onnx: not optimised (RuntimeError: disk full)" in capsys.readouterr().out
     assert not [p for p in (tmp_path / "optimized").rglob("*") if p.is_file()]
