@@ -9,8 +9,9 @@ serves every request (one request at a time, like one Lambda execution environme
 
 In front of it, :class:`ApiGateway` (WSGI) answers what API Gateway answers itself, with the template's
 ``GatewayResponses`` where it has them: a method or path with no route (MISSING_AUTHENTICATION_TOKEN;
-also HEAD, which API Gateway does not map to GET), a body over 10 MB (REQUEST_TOO_LARGE), an event over
-Lambda's 6 MB payload limit (413 ``Request Too Long``), a function that could not answer (DEFAULT_5XX);
+also HEAD, which API Gateway does not map to GET), a body over 10 MB (a plain-text 413 no GatewayResponse
+changes), an event over Lambda's 6 MB payload limit (413 ``Request Too Long``), a function that could not
+answer (DEFAULT_5XX);
 and a body that is not UTF-8 under a non-binary (or missing) Content-Type reaches the function as
 text, as API Gateway passes it, instead of failing in SAM's event construction.
 """
@@ -66,10 +67,11 @@ class GatewayResponse:
     status: int
     body: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
 
     def wsgi(self, start_response) -> List[bytes]:
         body = self.body.encode()
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers = [("Content-Type", self.content_type), ("Content-Length", str(len(body)))]
         start_response(f"{self.status} {_REASONS.get(self.status, 'Error')}", headers + list(self.headers.items()))
         return [body]
 
@@ -80,11 +82,14 @@ _REASONS = {403: "Forbidden", 404: "Not Found", 413: "Request Entity Too Large",
 # not given (a Lambda function error or malformed response is INTEGRATION_FAILURE, itself unset here).
 DEFAULT_GATEWAY_RESPONSES = {
     "MISSING_AUTHENTICATION_TOKEN": GatewayResponse(403, '{"message":"Missing Authentication Token"}'),
-    "REQUEST_TOO_LARGE": GatewayResponse(413, '{"message":"Request Too Long"}'),
     "DEFAULT_5XX": GatewayResponse(502, '{"message": "Internal server error"}'),
 }
 # Lambda refused the event (over its 6 MB payload limit): not a gateway response type, so not customisable.
 LAMBDA_PAYLOAD_TOO_LARGE = GatewayResponse(413, '{"message": "Request Too Long"}')
+# A body over API Gateway's 10 MB: answered before any gateway response applies (a REQUEST_TOO_LARGE in the
+# template is reported to change nothing: koki-develop/lgtm-generator#10, reapit/foundations#4338).
+BODY_TOO_LARGE = GatewayResponse(413, f"HTTP content length exceeded {MAX_REQUEST_BODY_BYTES} bytes.",
+                                 content_type="text; charset=utf-8")
 
 
 def gateway_responses(stacks) -> Dict[str, GatewayResponse]:
@@ -161,11 +166,11 @@ class ApiGateway:
         length = environ.get("CONTENT_LENGTH") or ""
         if length.isdigit() and int(length) > MAX_REQUEST_BODY_BYTES:
             _drain(environ)
-            return self.responses["REQUEST_TOO_LARGE"].wsgi(start_response)
+            return BODY_TOO_LARGE.wsgi(start_response)
         body = _read_body(environ, MAX_REQUEST_BODY_BYTES + 1)
         if len(body) > MAX_REQUEST_BODY_BYTES:  # a chunked body
             _drain(environ)
-            return self.responses["REQUEST_TOO_LARGE"].wsgi(start_response)
+            return BODY_TOO_LARGE.wsgi(start_response)
         body = self._text_body(environ, body)
         environ = dict(environ, **{"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))})
         environ.pop("HTTP_TRANSFER_ENCODING", None)

@@ -8,6 +8,7 @@ contain internal addresses, paths or exception text from third-party code.
 |--------------------------|--------|-----------------------|
 | BadRequestError          | 400    | bad_request           |
 | BlockedUrlError          | 403    | blocked_url           |
+| NotFoundError            | 404    | not_found             |
 | MethodNotAllowedError    | 405    | method_not_allowed    |
 | PayloadTooLargeError     | 413    | payload_too_large     |
 | UnsupportedMediaError    | 415    | unsupported_media     |
@@ -38,6 +39,10 @@ class BadRequestError(ClassifierError):
 
 class BlockedUrlError(ClassifierError):
     status, code = 403, "blocked_url"
+
+
+class NotFoundError(ClassifierError):
+    status, code = 404, "not_found"
 
 
 class MethodNotAllowedError(ClassifierError):

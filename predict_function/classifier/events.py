@@ -16,13 +16,14 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .errors import BadRequestError, MethodNotAllowedError, PayloadTooLargeError, UnsupportedMediaError
+from .errors import BadRequestError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, UnsupportedMediaError
 
 DIRECT, REST, HTTP = "direct", "rest", "http"
 PREDICT, MODEL_INFO = "predict", "model_info"
 
-# API Gateway rejects payloads over 10 MB before the function runs; base64 adds a third.
-API_GATEWAY_PAYLOAD_LIMIT = "10 MB"
+# An API event's route: the last segment of its path (after any stage or base path) -> the one method it takes.
+ROUTES = {"predict": "POST", "model": "GET"}
+NO_ROUTE = "no such route: the API serves POST /predict and GET /model"
 IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream")
 # A float above 2**53 is no exact integer (I-JSON, RFC 7493 2.2): such a top_k is refused, like 1.5.
 MAX_EXACT_FLOAT_INT = 2**53
@@ -53,14 +54,16 @@ def parse_event(event: Any, max_image_bytes: int) -> Request:
     if kind == DIRECT:
         return _from_payload(event, DIRECT, max_image_bytes)
     method, path = _route(event, kind)
-    model_path = path.rstrip("/").endswith("/model")  # API Gateway routes GET /model/ here too
-    if method == "GET" and model_path:
+    # A REST API routes only what the template declares; an HTTP API catch-all route or a function URL
+    # sends anything, so the function answers unknown paths itself. "/model/" is /model, as API Gateway has it.
+    route = path.rstrip("/").rpartition("/")[2]
+    if route not in ROUTES:
+        raise NotFoundError(NO_ROUTE)
+    if method != ROUTES[route]:
+        what = "to classify an image" if route == "predict" else "for the model's info"
+        raise MethodNotAllowedError(f"use {ROUTES[route]} {what} (got {method})", allow=ROUTES[route])
+    if route == "model":
         return Request(kind=kind, action=MODEL_INFO, source="model_info")
-    if method != "POST":
-        if model_path:
-            raise MethodNotAllowedError(f"use GET for the model's info or POST to classify an image (got {method})",
-                                        allow="GET, POST")
-        raise MethodNotAllowedError(f"use POST to classify an image (got {method})", allow="POST")
     return _from_api_body(event, kind, max_image_bytes)
 
 
@@ -87,13 +90,29 @@ def _header(event: Mapping[str, Any], name: str) -> str:
     return ""
 
 
+def _content_type(event: Mapping[str, Any]) -> str:
+    """The media type, lower case, without parameters. An HTTP API joins a repeated header with commas:
+    the same type twice is that type, two different ones are refused."""
+    types = {part.split(";")[0].strip().lower() for part in _header(event, "content-type").split(",")} - {""}
+    if len(types) > 1:
+        raise UnsupportedMediaError(f"conflicting Content-Type values {sorted(types)!r}: send one")
+    return types.pop() if types else ""
+
+
+def _check_encoding(event: Mapping[str, Any]) -> None:
+    encoding = _header(event, "content-encoding").strip().lower()
+    if encoding not in ("", "identity"):  # RFC 9110 15.5.16: an unsupported content coding is a 415
+        raise UnsupportedMediaError(f"unsupported Content-Encoding {encoding!r}: send the body uncompressed")
+
+
 def _from_api_body(event: Mapping[str, Any], kind: str, max_image_bytes: int) -> Request:
     body = event.get("body")
     if body is None or body == "":
         raise BadRequestError('request body is empty: send JSON {"url": ...} or {"image": ...}, or an image')
     if not isinstance(body, str):
         raise BadRequestError("malformed event: body must be a string")
-    content_type = _header(event, "content-type").split(";")[0].strip().lower()
+    _check_encoding(event)
+    content_type = _content_type(event)
     is_base64 = _is_base64(event)
     if content_type.startswith(IMAGE_CONTENT_TYPES):
         raw = _b64decode(body, max_image_bytes, "request body") if is_base64 else body.encode("latin-1", "replace")
@@ -102,7 +121,9 @@ def _from_api_body(event: Mapping[str, Any], kind: str, max_image_bytes: int) ->
         return Request(kind=kind, source="binary", image=raw, top_k=top_k)
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaError(f"unsupported Content-Type {content_type!r}: send application/json or image/*")
-    text = _b64decode(body, max_image_bytes * 2, "request body").decode("utf-8", "replace") if is_base64 else body
+    # The body carries the image base64-encoded (4/3 of its size) plus the JSON around it.
+    text = (_b64decode(body, max_image_bytes * 2, "request body", limited="JSON request body").decode("utf-8", "replace")
+            if is_base64 else body)
     try:
         payload = json.loads(text)
     except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
@@ -150,23 +171,21 @@ def _strip_data_url(value: str) -> str:
     return value
 
 
-def _b64decode(value: str, max_bytes: int, what: str) -> bytes:
+def _b64decode(value: str, max_bytes: int, what: str, limited: str = "image") -> bytes:
+    """``limited``: what ``max_bytes`` limits, as the 413 names it (the image, or a JSON body around one)."""
     # Refuse before decoding: 4 base64 characters carry 3 bytes.
-    _check_size(len(value) * 3 // 4 - 2, max_bytes)
+    _check_size(len(value) * 3 // 4 - 2, max_bytes, limited)
     try:
         data = base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
         raise BadRequestError(f"{what} is not valid base64") from exc
-    _check_size(len(data), max_bytes)
+    _check_size(len(data), max_bytes, limited)
     return data
 
 
-def _check_size(size: int, max_bytes: int) -> None:
+def _check_size(size: int, max_bytes: int, what: str = "image") -> None:
     if size > max_bytes:
-        raise PayloadTooLargeError(
-            f"image is larger than the {max_bytes} byte limit (API Gateway itself caps requests at "
-            f"{API_GATEWAY_PAYLOAD_LIMIT}); send a smaller image or a URL"
-        )
+        raise PayloadTooLargeError(f"{what} is larger than the {max_bytes} byte limit; send a smaller image or a URL")
 
 
 def _top_k(value: Any) -> int:

@@ -89,7 +89,8 @@ def test_model_info(classifier, fake_fetch, path):
 
 
 @pytest.mark.parametrize("path, method, allow", [("/predict", "GET", "POST"), ("/predict", "DELETE", "POST"),
-                                                  ("/model", "DELETE", "GET, POST"), ("/model/", "PUT", "GET, POST")])
+                                                  ("/model", "DELETE", "GET"), ("/model/", "PUT", "GET"),
+                                                  ("/model", "POST", "GET"), ("/Prod/predict/", "HEAD", "POST")])
 def test_a_405_says_which_methods_the_path_accepts(classifier, fake_fetch, path, method, allow):
     handle = make_handler(Settings.from_env({}), classifier, fake_fetch)
     event = json.loads((EVENTS / "rest-model.json").read_text()) | {"path": path, "httpMethod": method}
@@ -214,3 +215,19 @@ def test_non_finite_scores_are_a_500_never_an_invalid_json_200(tmp_path):
 def test_responses_refuse_nan_rather_than_write_invalid_json():
     with pytest.raises(ValueError):
         respond(HTTP, 200, {"score": float("nan")})
+
+
+@pytest.mark.parametrize("kind", ["rest", "http"])
+@pytest.mark.parametrize("path", ["/", "", "/nope", "/predictions", "/model/x", "/Predict"])
+def test_an_unknown_path_is_a_404_not_a_prediction(classifier, fake_fetch, kind, path):
+    # An HTTP API catch-all route or a function URL sends every path to the function.
+    handle = make_handler(Settings.from_env({}), classifier, fake_fetch)
+    event = json.loads((EVENTS / ("rest-url.json" if kind == "rest" else "httpapi-base64.json")).read_text())
+    event = event | ({"path": path, "resource": path} if kind == "rest" else {"rawPath": path})
+    if kind == "http":
+        event["requestContext"] = event["requestContext"] | {"http": event["requestContext"]["http"] | {"path": path}}
+    response = handle(event, Context())
+    assert response["statusCode"] == 404
+    assert json.loads(response["body"])["error"] == {
+        "code": "not_found", "message": "no such route: the API serves POST /predict and GET /model", "status": 404}
+    assert handle(json.loads((EVENTS / "rest-url.json").read_text()), Context())["statusCode"] == 200

@@ -828,7 +828,7 @@ def test_oversized_base64_body_is_413(shape, fn):
         "http-binary": lambda: api_event("http", encoded, "application/octet-stream", is_base64=True),
     }
     body = expect(fn, events[shape](), 413, "payload_too_large")
-    assert "10 MB" in body["error"]["message"]  # says clearly what API Gateway itself allows
+    assert f"than the {MAX_BYTES} byte limit" in body["error"]["message"]  # says which limit it broke
     still_serves_the_cat(fn)
 
 
@@ -864,6 +864,11 @@ HOSTILE_EVENTS = {
     "http-xml-content-type": (lambda: api_event("http", "<a/>", "application/xml"), 415, "unsupported_media"),
     "http-get-predict": (lambda: api_event("http", "", method="GET"), 405, "method_not_allowed"),
     "rest-delete": (lambda: api_event("rest", "{}", method="DELETE"), 405, "method_not_allowed"),
+    "http-post-unknown-path": (lambda: api_event("http", '{"url": "http://127.0.0.1:9/a.jpg"}', path="/nope"),
+                               404, "not_found"),  # a catch-all route or a function URL: not a prediction
+    "http-post-model": (lambda: api_event("http", "{}", path="/model"), 405, "method_not_allowed"),
+    "rest-gzip-json": (lambda: api_event("rest", b64(b"\x1f\x8b"), "application/json", True) | {
+        "headers": {"Content-Type": "application/json", "Content-Encoding": "gzip"}}, 415, "unsupported_media"),
     "rest-empty-body": (lambda: api_event("rest", ""), 400, "bad_request"),
     "http-null-body": (lambda: api_event("http", None), 400, "bad_request"),
 }

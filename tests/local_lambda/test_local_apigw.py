@@ -211,13 +211,14 @@ def test_cors_preflight_and_gateway_responses_follow_cors_allow_origin():
     assert "X-Local-Lambda-Answered" not in headers
 
 
-def test_a_body_over_10_mb_gets_request_too_large():
+def test_a_body_over_10_mb_gets_api_gateways_plain_text_413():
     runner = RecordingRunner()
-    server, templates = project_gateway(runner)
+    server, _ = project_gateway(runner)
     with server:
-        status, _, body = raw_request(server, "POST", "/predict", body=b"x" * (MAX_REQUEST_BODY_BYTES + 1),
-                                      headers={"Content-Type": "image/jpeg"})
-        assert (status, json.loads(body)) == (413, templates["REQUEST_TOO_LARGE"])
+        status, headers, body = raw_request(server, "POST", "/predict", body=b"x" * (MAX_REQUEST_BODY_BYTES + 1),
+                                            headers={"Content-Type": "image/jpeg"})
+        assert (status, body) == (413, b"HTTP content length exceeded 10485760 bytes.")
+        assert headers["Content-Type"].startswith("text")
         assert raw_request(server, "GET", "/model")[0] == 200
     assert len(runner.events) == 1  # only GET /model
 

@@ -60,8 +60,8 @@ def test_sam_local_takes_raw_uploads_of_every_accepted_format():
     binary_types = [ApiCollector.normalize_binary_media_type(t) for t in api["BinaryMediaTypes"]]
     app = Flask(__name__)
     app.add_url_rule("/predict", endpoint="/predict", view_func=lambda: "", methods=["POST"])
-    for image_format in ALLOWED_FORMATS:
-        content_type = Image.MIME[image_format]
+    aliases = ["image/jpg", "image/pjpeg", "image/x-png", "image/x-ms-bmp"]  # what some clients send
+    for content_type in [Image.MIME[image_format] for image_format in ALLOWED_FORMATS] + aliases:
         with app.test_request_context("/predict", method="POST", data=b"\xff\xd8\xff", headers={"Content-Type": content_type}):
             event = construct_v1_event(request, 3000, binary_types, stage_name="Prod")
         event = event.to_dict() if hasattr(event, "to_dict") else event

@@ -318,7 +318,7 @@ def test_gateway_errors_use_the_function_error_shape(default_stack):
     import json
 
     responses = rest_api_body(default_stack)["x-amazon-apigateway-gateway-responses"]
-    assert {"MISSING_AUTHENTICATION_TOKEN", "INVALID_API_KEY", "THROTTLED", "QUOTA_EXCEEDED", "REQUEST_TOO_LARGE",
+    assert {"MISSING_AUTHENTICATION_TOKEN", "INVALID_API_KEY", "THROTTLED", "QUOTA_EXCEEDED",
             "INTEGRATION_TIMEOUT", "DEFAULT_5XX"} <= set(responses)
     assert responses["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"  # no route: not a 403 auth error
     assert responses["DEFAULT_5XX"]["statusCode"] == "502"

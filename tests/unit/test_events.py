@@ -56,8 +56,40 @@ def test_bad_direct_payloads(payload):
 
 
 def test_oversized_base64_is_refused_before_decoding():
-    with pytest.raises(PayloadTooLargeError, match="10 MB"):
+    with pytest.raises(PayloadTooLargeError, match="image is larger than the 1000 byte limit"):
         parse_event({"image": "A" * 4000}, 1000)
+
+
+def test_a_too_large_base64_json_body_names_the_limit_it_broke():
+    # An HTTP API base64-encodes a JSON body sent without Content-Type; the body may be twice the image limit.
+    event = load("httpapi-base64.json") | {"headers": {}, "isBase64Encoded": True}
+    event["body"] = base64.b64encode(json.dumps({"image": "A" * 3000}).encode()).decode()
+    with pytest.raises(PayloadTooLargeError, match="JSON request body is larger than the 2000 byte limit"):
+        parse_event(event, 1000)
+    event["body"] = base64.b64encode(json.dumps({"image": "A" * 1400}).encode()).decode()
+    with pytest.raises(PayloadTooLargeError, match="^image is larger than the 1000 byte limit"):
+        parse_event(event, 1000)
+
+
+@pytest.mark.parametrize("value", ["application/json,application/json", "application/json, application/json; x=1",
+                                   "Application/JSON,application/json"])
+def test_a_content_type_an_http_api_repeated_is_still_that_type(value):
+    # Payload 2.0 joins repeated headers with commas.
+    event = load("rest-url.json") | {"headers": {"Content-Type": value}}
+    assert parse_event(event, LIMIT).url
+
+
+def test_two_different_content_types_are_refused():
+    with pytest.raises(UnsupportedMediaError, match="conflicting"):
+        parse_event(load("rest-url.json") | {"headers": {"content-type": "application/json,image/png"}}, LIMIT)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate, gzip"])
+def test_a_compressed_body_is_unsupported_media(encoding):
+    event = load("rest-url.json") | {"headers": {"content-type": "application/json", "Content-Encoding": encoding}}
+    with pytest.raises(UnsupportedMediaError, match="Content-Encoding"):
+        parse_event(event, LIMIT)
+    assert parse_event(event | {"headers": {"content-encoding": "identity"}}, LIMIT).url
 
 
 @pytest.mark.parametrize(
