@@ -933,6 +933,36 @@ def _source_file_problems(project: Project, label: str, source: Path, reported: 
     return [problem]
 
 
+def _stale_int8_copies(project: Project, sources: Iterable[Path], reported: Set[Path]) -> List[str]:
+    """NAME-int8.onnx (ModelVariant=int8) beside NAME.onnx, whose model card names another model: left over
+    from the model NAME.onnx replaced."""
+    found = []
+    for int8 in sorted(s for s in sources if s.name.endswith("-int8.onnx")):
+        base = int8.with_name(int8.name[: -len("-int8.onnx")] + ".onnx")
+        if base not in sources or {base, int8} & reported:
+            continue
+        cards = [_card_fields(path) for path in (base, int8)]
+        differ = sorted(key for key in cards[0].keys() | cards[1].keys() if cards[0].get(key) != cards[1].get(key))
+        if differ:
+            found.append(f"{project.display(int8)} is not an INT8 copy of {project.display(base)} (its model card "
+                         f"differs in {', '.join(differ)}): ModelVariant=int8 would serve another model; run "
+                         f"'python -m model_export quantize {project.display(base)} -o {project.display(int8)}' "
+                         "or delete it")
+    return found
+
+
+def _card_fields(path: Path) -> Dict[str, object]:
+    """What an INT8 copy keeps of its model's card: all but the version (``1-int8``)."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load_model(str(path), load_external_data=False).metadata_props}
+    try:
+        card = json.loads(props.get("image_classifier.card", "{}"))
+    except ValueError:
+        card = {}
+    return {key: value for key, value in card.items() if key != "version"} if isinstance(card, dict) else {}
+
+
 def _generated_from(project: Project, label: str, path: str, made: Tuple[int, str], problems: List[str],
                     reported: Set[Path]) -> str:
     """Check the source of ``path``, which a build stage's ``RUN python -m`` makes from the files under its
@@ -1026,6 +1056,7 @@ def check_files(project: Project) -> CheckResult:
     for source in sorted(view.used_sources):  # every model COPYed (a build stage converts them all), other data
         if source.suffix == ".onnx" or (source.suffix not in (".py", ".txt") and _is_lfs_pointer(source)):
             problems += _source_file_problems(project, "COPYed into the image", source, reported)
+    warnings += _stale_int8_copies(project, view.used_sources, reported)
     # the code: imports of its own modules, literal /var/task paths
     py_files = _python_files(project)
     top_level = {PurePosixPath(p).relative_to(dp.IMAGE_TASK_ROOT).parts[0].removesuffix(".py") for p in py_files}

@@ -322,7 +322,17 @@ def export(args) -> int:
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, opset {opset_of(onnx.load(str(output)))}, "
           f"via {path_used}, {time.perf_counter() - started:.1f} s): {card.name} v{card.version}, "
           f"{len(card.labels)} labels, activation {card.activation}")
+    _warn_stale_int8(output, q_out)
     return 0
+
+
+def _warn_stale_int8(output: Path, written: Path | None) -> None:
+    """The INT8 copy beside the output (what ModelVariant=int8 serves) was made from the model just replaced."""
+    sibling = output.with_name(f"{output.stem}-int8.onnx")
+    if sibling.exists() and (written is None or written.resolve() != sibling.resolve()):
+        log.warning("%s is the INT8 copy of the model %s replaced, and ModelVariant=int8 still serves it: "
+                    "re-export with --quantize static, or run 'python -m model_export quantize %s -o %s', "
+                    "or delete it", sibling, output, output, sibling)
 
 
 def _quantized_output(args, output: Path) -> Path | None:

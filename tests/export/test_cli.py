@@ -67,6 +67,15 @@ def test_full_run_writes_the_card_it_was_given(seed_model, tmp_path):
     assert shown.returncode == 0 and ModelCard.from_json(shown.stdout) == card
 
 
+def test_an_export_beside_an_older_int8_copy_says_it_is_stale(seed_model, tmp_path):
+    out = tmp_path / "model.onnx"
+    (tmp_path / "model-int8.onnx").write_bytes(b"the INT8 copy of the model before")
+    result = run("keras", str(seed_model), "--preset", "raw", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "model-int8.onnx is the INT8 copy of the model" in result.stderr and "--quantize" in result.stderr
+    assert "INT8 copy" not in run("keras", str(seed_model), "--preset", "raw", "--output", str(tmp_path / "b.onnx")).stderr
+
+
 def test_failures_exit_non_zero(seed_model, tmp_path):
     out = tmp_path / "model.onnx"
     # a tolerance no float computation meets: the check must fail and leave nothing behind
