@@ -12,9 +12,14 @@ inside a VPC, private networks. ``fetch_url`` only ever talks to public addresse
 2. Host names are resolved once (``FetchPolicy.resolver``, default ``socket.getaddrinfo``)
    and the request is refused if ANY resolved address is not public (see
    ``classifier._netguard``): a name with one private address is either misconfigured or
-   an attack, and refusing it keeps the rule simple to reason about.
+   an attack, and refusing it keeps the rule simple to reason about. A name that does not
+   exist gets the same 403, so callers cannot probe a private DNS zone's names, and a name
+   without a dot is refused before the lookup (the resolver would try the function's own
+   DNS search domains).
 3. The socket is opened to the validated address itself (``FetchPolicy.connector``), so a
-   DNS-rebinding attacker gets no second lookup to answer differently. TLS is verified
+   DNS-rebinding attacker gets no second lookup to answer differently; at most
+   ``CONNECT_ATTEMPTS_PER_FAMILY`` addresses of each family are dialled, however many the
+   name has. TLS is verified
    against the host name, which is also sent as SNI and in the ``Host`` header.
 4. Redirects are followed by hand, at most ``max_redirects``, each target checked like the
    original URL. Bodies are read with ``Accept-Encoding: identity`` and counted while
@@ -84,6 +89,10 @@ Connector = Callable[[str, int, float], socket.socket]
 
 USER_AGENT = "lambda-image-classifier/0.1 (image fetcher)"
 MAX_URL_LENGTH = 4096
+# A name that does not exist and one that resolves to a non-public address get the same answer, so
+# callers cannot probe which names a private DNS zone (a function in a VPC) holds.
+NO_PUBLIC_ADDRESS = "URL host does not resolve to a public address"
+CONNECT_ATTEMPTS_PER_FAMILY = 3
 _CHUNK = 64 * 1024
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -92,9 +101,15 @@ _PORT = re.compile(r"[0-9]{1,5}\Z")
 # Characters that are never valid raw in a URL we accept (urlsplit silently drops some of them).
 _FORBIDDEN_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 _NON_ASCII_OR_SPACE = re.compile(r"[^\x21-\x7e]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _EAI_NO_SUCH_HOST = {
     getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY") if hasattr(socket, name)
 }
+
+
+def _system_resolver(*args: Any) -> Sequence[tuple[Any, ...]]:
+    """``socket.getaddrinfo``, looked up at each call (so a test's guard on it applies)."""
+    return socket.getaddrinfo(*args)
 
 
 def _default_connector(address: str, port: int, timeout: float) -> socket.socket:
@@ -124,7 +139,7 @@ class FetchPolicy:
     max_redirects: int = 3
     default_total_timeout: float = 25.0  # used when fetch_url gets no deadline
     # --- seams (tests) -------------------------------------------------------------
-    resolver: Resolver = field(default=socket.getaddrinfo, repr=False, compare=False)
+    resolver: Resolver = field(default=_system_resolver, repr=False, compare=False)
     connector: Connector = field(default=_default_connector, repr=False, compare=False)
     ca_bundle: str | None = None  # PEM file of trusted CAs; None: the system trust store
     # Test-only: addresses in these networks count as public (e.g. a loopback test server),
@@ -273,6 +288,10 @@ def _resolve(
     except concurrent.futures.TimeoutError as exc:
         future.cancel()
         raise UpstreamTimeoutError("timed out resolving the URL host") from exc
+    except socket.gaierror as exc:
+        if exc.errno in _EAI_NO_SUCH_HOST:  # the same answer as a private name, on every hop
+            raise BlockedUrlError(NO_PUBLIC_ADDRESS) from exc
+        raise
     finally:
         del future  # it holds the resolver's error, whose traceback holds this frame: no cycle
 
@@ -306,13 +325,13 @@ def _address_allowed(address: _netguard.IPAddress, policy: FetchPolicy) -> bool:
 def check_url(url: str, policy: FetchPolicy, *, deadline: float | None = None) -> Target:
     """Validate ``url`` against ``policy`` and resolve it to the addresses it may be fetched from.
 
-    Raises BadRequestError (malformed URL, unsupported scheme, userinfo, host that does not
-    exist), BlockedUrlError (port or host not allowed, any address non-public),
-    UpstreamError / UpstreamTimeoutError (DNS failure or timeout). Only the resolver is
-    called; nothing is connected to.
+    Raises BadRequestError (malformed URL, unsupported scheme, userinfo, a host name without a
+    dot), BlockedUrlError (port or host not allowed, any address non-public, or a name that does
+    not exist: the same answer), UpstreamError / UpstreamTimeoutError (DNS failure or timeout).
+    Only the resolver is called; nothing is connected to.
     """
     clock = Deadline(time.monotonic() + policy.default_total_timeout if deadline is None else deadline)
-    with _boundary(clock, _Hop()):
+    with _boundary(clock):
         return _check_url(url, policy, clock.at)
 
 
@@ -323,6 +342,8 @@ def _check_url(url: str, policy: FetchPolicy, deadline: float) -> Target:
         raise BadRequestError(f"url must be at most {MAX_URL_LENGTH} characters")
     if _FORBIDDEN_URL_CHARS.search(url):
         raise BadRequestError("url must not contain spaces, control characters or backslashes")
+    if not url.isascii() and _LONE_SURROGATE.search(url):  # JSON's "\ud800": no URL can be made of it
+        raise BadRequestError("url is not valid text (it has a lone UTF-16 surrogate)")
     try:
         parts = urlsplit(url)
     except ValueError as exc:
@@ -357,6 +378,8 @@ def _check_url(url: str, policy: FetchPolicy, deadline: float) -> Target:
     else:
         if not policy.allow_private_urls and (host == "localhost" or host.endswith(".localhost")):
             raise BlockedUrlError("URL host is a non-public address")
+        if "." not in host and host != "localhost":  # the resolver would try the function's DNS search domains
+            raise BadRequestError("URL host must be a fully qualified domain name")
         addresses = []
         for info in _resolve(host, port, policy, deadline):
             sockaddr = info[4] if len(info) > 4 else None
@@ -366,12 +389,12 @@ def _check_url(url: str, policy: FetchPolicy, deadline: float) -> Target:
                     "blocked URL host %s: resolves to %s (%s)",
                     host, sockaddr, address and _netguard.blocked_reason(address),
                 )
-                raise BlockedUrlError("URL host resolves to a non-public address")
+                raise BlockedUrlError(NO_PUBLIC_ADDRESS)
             text = str(_netguard.connect_address(address))
             if text not in addresses:
                 addresses.append(text)
         if not addresses:
-            raise BadRequestError("URL host could not be resolved")
+            raise BlockedUrlError(NO_PUBLIC_ADDRESS)
 
     path = _NON_ASCII_OR_SPACE.sub(lambda m: quote(m.group(), safe=""), parts.path or "/")
     query = _NON_ASCII_OR_SPACE.sub(lambda m: quote(m.group(), safe=""), parts.query)
@@ -425,9 +448,9 @@ class _PinnedConnection(http.client.HTTPConnection):
 
 
 def _open(target: Target, policy: FetchPolicy, clock: Deadline) -> socket.socket:
-    """Connect to the first validated address that answers."""
+    """Connect to the first validated address that answers, trying a few of each family."""
     last_error: BaseException | None = None
-    for address in target.addresses:
+    for address in _attempts(target.addresses):
         clock.check()
         timeout = min(policy.connect_timeout, max(clock.remaining(), 0.001))
         try:
@@ -442,6 +465,15 @@ def _open(target: Target, policy: FetchPolicy, clock: Deadline) -> socket.socket
         raise last_error
     finally:
         last_error = None  # its traceback holds this frame (socket.create_connection does the same)
+
+
+def _attempts(addresses: Sequence[str]) -> list[str]:
+    """The first CONNECT_ATTEMPTS_PER_FAMILY addresses of each family, in the resolver's order: a DNS
+    answer of thousands of addresses must not make one request dial them all."""
+    tried: list[str] = []
+    for family in (False, True):  # IPv4, IPv6
+        tried += [a for a in addresses if (":" in a) == family][:CONNECT_ATTEMPTS_PER_FAMILY]
+    return sorted(tried, key=addresses.index)
 
 
 def _request(target: Target, policy: FetchPolicy, clock: Deadline) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
@@ -497,15 +529,9 @@ def _check_body_headers(response: http.client.HTTPResponse, cap: int) -> int | N
     return declared
 
 
-class _Hop:
-    """Mutable per-fetch state the error translation needs (which hop failed)."""
-
-    def __init__(self) -> None:
-        self.redirects = 0
-
-
-def _fetch(url: str, policy: FetchPolicy, clock: Deadline, hop: _Hop) -> "Fetched":
+def _fetch(url: str, policy: FetchPolicy, clock: Deadline) -> "Fetched":
     target = _check_url(url, policy, clock.at)
+    redirects = 0
     while True:
         conn, response = _request(target, policy, clock)
         try:
@@ -514,13 +540,13 @@ def _fetch(url: str, policy: FetchPolicy, clock: Deadline, hop: _Hop) -> "Fetche
                 if not 200 <= status < 300:
                     raise UpstreamError(f"upstream answered HTTP {status}")
                 declared = _check_body_headers(response, policy.max_download_bytes)
-                return Fetched(conn, response, clock, hop, policy.max_download_bytes, declared)
+                return Fetched(conn, response, clock, policy.max_download_bytes, declared)
             location = response.headers.get("Location")
             if not location:
                 raise UpstreamError(f"upstream answered HTTP {status} without a Location")
-            if hop.redirects >= policy.max_redirects:
+            if redirects >= policy.max_redirects:
                 raise UpstreamError(f"too many redirects (the limit is {policy.max_redirects})")
-            hop.redirects += 1
+            redirects += 1
             try:
                 target = _check_url(urljoin(target.url, location.strip()), policy, clock.at)
             except ValueError as exc:  # urljoin: "Invalid IPv6 URL" and the like
@@ -558,13 +584,13 @@ class Fetched(io.BufferedIOBase):
     """
 
     def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, clock: Deadline,
-                 hop: _Hop, cap: int, declared: int | None = None) -> None:
+                 cap: int, declared: int | None = None) -> None:
         super().__init__()
         self.content_type: str | None = response.headers.get("Content-Type")
         self.waited = 0.0
         self._conn: http.client.HTTPConnection | None = conn
         self._response: http.client.HTTPResponse | None = response
-        self._clock, self._hop, self._cap, self._declared = clock, hop, cap, declared
+        self._clock, self._cap, self._declared = clock, cap, declared
         self._data = io.BytesIO()  # everything received so far; its position is the reader's
         self._received = 0
         self._readable = 0  # what reads may take without pulling: received, or -1 once failed
@@ -628,7 +654,7 @@ class Fetched(io.BufferedIOBase):
         """Take what has arrived, up to 64 KiB (waiting only if nothing has): one socket read at most."""
         started = time.perf_counter()
         try:
-            with _boundary(self._clock, self._hop):
+            with _boundary(self._clock):
                 self._clock.check()
                 left = _CHUNK if self._declared is None else min(_CHUNK, self._declared - self._received)
                 chunk = self._response.read1(left) if left > 0 else b""  # never past the Content-Length
@@ -667,7 +693,7 @@ class Fetched(io.BufferedIOBase):
 
 
 @contextlib.contextmanager
-def _boundary(clock: Deadline, hop: _Hop) -> Iterator[None]:
+def _boundary(clock: Deadline) -> Iterator[None]:
     """The one boundary where library and OS exceptions become caller-facing errors: around
     everything ``fetch_url`` does and around every pull of a ``Fetched`` body."""
     try:
@@ -679,16 +705,14 @@ def _boundary(clock: Deadline, hop: _Hop) -> Iterator[None]:
             ) from exc
         raise
     except Exception as exc:
-        raise _translate(exc, clock, hop) from exc
+        raise _translate(exc, clock) from exc
 
 
-def _translate(exc: BaseException, clock: Deadline, hop: _Hop) -> ClassifierError:
+def _translate(exc: BaseException, clock: Deadline) -> ClassifierError:
     """The one place where library and OS exceptions become caller-facing errors."""
     if clock.expired():
         return UpstreamTimeoutError("fetching the URL took longer than the time left for this request")
     if isinstance(exc, socket.gaierror):
-        if exc.errno in _EAI_NO_SUCH_HOST and hop.redirects == 0:
-            return BadRequestError("URL host could not be resolved")
         return UpstreamError("could not resolve the upstream host")
     if isinstance(exc, TimeoutError):
         return UpstreamTimeoutError("upstream server timed out")
@@ -715,11 +739,10 @@ def fetch_url(url: str, policy: FetchPolicy, deadline: float | None = None) -> F
     if deadline is None:
         deadline = time.monotonic() + policy.default_total_timeout
     clock = Deadline(deadline)
-    hop = _Hop()
     try:
-        with _boundary(clock, hop):
+        with _boundary(clock):
             clock.check()
-            return _fetch(url, policy, clock, hop)
+            return _fetch(url, policy, clock)
     except BaseException:
         clock.close()
         raise

@@ -24,6 +24,7 @@ from classifier.settings import Settings
 
 from fetch_fixtures.helpers import (
     FakeResolver,
+    ForbiddenConnect,
     LoopbackOnlyConnector,
     image,
     make_tls_material,
@@ -76,8 +77,10 @@ def test_policy_from_settings_maps_every_field():
     assert policy.allowed_ports == (443, 8443)
     assert (policy.max_download_bytes, policy.connect_timeout, policy.read_timeout, policy.max_redirects) == (
         1234, 1.5, 2.5, 2)
-    # the real resolver by default (the autouse fixture has patched the module attribute meanwhile)
-    assert policy.resolver.__module__ == "socket" and policy.resolver.__name__ == "getaddrinfo"
+    # the real resolver by default: socket.getaddrinfo looked up at each call, so the autouse guard applies
+    assert policy.resolver is fetch._system_resolver
+    with pytest.raises(ForbiddenConnect, match="real DNS lookup"):
+        policy.resolver("example.com", 443, 0, socket.SOCK_STREAM)
 
 
 def test_default_policy_is_closed():
@@ -249,7 +252,7 @@ def test_names_resolving_to_blocked_addresses_are_refused_without_connecting(ans
     # the caller never learns which internal address the name points at
     for address in answer:
         assert address.split("%")[0] not in info.value.message
-    assert info.value.message == "URL host resolves to a non-public address"
+    assert info.value.message == "URL host does not resolve to a public address"
 
 
 def test_resolver_sees_normalised_host():
@@ -324,14 +327,56 @@ def test_allow_list_does_not_override_the_address_check():
 # --- DNS failures -----------------------------------------------------------------------------
 
 
-def test_unknown_host_is_a_bad_request():
-    with pytest.raises(errors.BadRequestError, match="could not be resolved"):
-        fetch_all("http://no-such-host.example/", make_policy(FakeResolver()), deadline=soon())
+@pytest.mark.parametrize("answer", [None, [], ["10.1.2.3"]])  # no such name, no address, a private one
+def test_a_name_that_does_not_exist_looks_like_a_private_one(answer):
+    # Else a caller could probe which names a private DNS zone holds (a function in a VPC).
+    resolver = FakeResolver({} if answer is None else {"db.corp.example": answer})
+    with pytest.raises(errors.BlockedUrlError) as info:
+        fetch_all("http://db.corp.example/", make_policy(resolver), deadline=soon())
+    assert info.value.message == "URL host does not resolve to a public address"
 
 
-def test_empty_resolution_is_a_bad_request():
-    with pytest.raises(errors.BadRequestError):
-        fetch_all("http://empty.example/", make_policy(FakeResolver({"empty.example": []})), deadline=soon())
+@pytest.mark.parametrize("answer", [None, ["10.1.2.3"]])
+def test_a_redirect_to_a_name_that_does_not_exist_looks_like_one_to_a_private_name(server_factory, answer):
+    server = server_factory({"/r": redirect("http://db.corp.example/")})
+    resolver = FakeResolver({} if answer is None else {"db.corp.example": answer})
+    policy = _policy_for(server, resolver=resolver)
+    with pytest.raises(errors.BlockedUrlError) as info:
+        fetch_all(server.url("/r"), policy, deadline=soon())
+    assert info.value.message == "redirect refused: URL host does not resolve to a public address"
+
+
+@pytest.mark.parametrize("url", ["http://intranet/", "http://intranet./a.jpg", "https://db:443/"])
+def test_a_single_label_host_is_refused_before_any_lookup(url):
+    # The resolver would try the function's own DNS search domains.
+    resolver = FakeResolver({"intranet": [PUBLIC_V4], "db": [PUBLIC_V4]})
+    with pytest.raises(errors.BadRequestError, match="fully qualified"):
+        check_url(url, make_policy(resolver))
+    assert resolver.hosts == []
+
+
+@pytest.mark.parametrize("url", ["http://img.example.com/cat\ud800.png", "http://img.example.com/?q=\udfff"])
+def test_a_lone_surrogate_in_a_url_is_a_bad_request_before_any_lookup(url):
+    resolver = FakeResolver({"img.example.com": [PUBLIC_V4]})
+    with pytest.raises(errors.BadRequestError, match="surrogate"):
+        check_url(url, make_policy(resolver))  # JSON "\\ud800" decodes to one
+    assert resolver.hosts == []
+
+
+def test_at_most_three_addresses_of_each_family_are_dialled():
+    # One DNS answer of thousands of addresses must not make one request send a SYN to each.
+    v4 = [f"93.184.{i // 250}.{i % 250 + 1}" for i in range(2000)]
+    v6 = [f"2606:2800:21f::{i + 1:x}" for i in range(50)]
+    resolver = FakeResolver({"many.example": v4[:2] + v6 + v4[2:]})
+    attempts = []
+
+    def refuse_all(address, port, timeout):  # no socket is ever made
+        attempts.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(errors.UpstreamError, match="refused"):
+        fetch_all("http://many.example/", make_policy(resolver, refuse_all), deadline=soon())
+    assert attempts == v4[:2] + v6[:3] + v4[2:3]
 
 
 def test_temporary_dns_failure_is_upstream_error():
@@ -500,7 +545,7 @@ def test_zero_redirects_allowed(server_factory):
 
 
 @pytest.mark.parametrize("location", ["file:///etc/passwd", "gopher://x/", "http://user@img.example.com/",
-                                      "http://no-such-host.example/"])
+                                      "http://intranet/"])
 def test_unusable_redirect_targets_are_upstream_errors(server_factory, location):
     server = server_factory({"/r": redirect(location)})
     with pytest.raises(errors.UpstreamError):
