@@ -114,3 +114,20 @@ def run_in_runtime(staged_project, code: str, env: dict) -> str:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
+
+
+def assert_refused_before_connecting(url: str, allow_private: bool, ports: tuple[int, ...] = (80, 443)) -> int:
+    """Safety pre-flight before a URL goes to a function under test: the guard (the same code as
+    staged) refuses ``url`` with no lookup or connect. Returns the status it refuses with."""
+    import pytest
+
+    from classifier.errors import BadRequestError, BlockedUrlError
+    from classifier.fetch import FetchPolicy, check_url
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"the guard would resolve or connect for {url!r}: not sending it to the function")
+
+    policy = FetchPolicy(allow_private_urls=allow_private, allowed_ports=ports, resolver=forbidden, connector=forbidden)
+    with pytest.raises((BlockedUrlError, BadRequestError)) as refused:
+        check_url(url, policy)
+    return refused.value.status

@@ -155,9 +155,12 @@ def test_gateway_error_bodies_in_the_template_are_documented():
     for kind, response in gateway.items():
         body = json.loads(response["ResponseTemplates"]["application/json"])
         status = int(response["StatusCode"])
-        for path, method, _ in operations():
-            if str(status) in SPEC["paths"][path][method]["responses"]:
-                assert_valid(schema_validator(documented_response(path, method, status)), body)
+        assert body["error"]["status"] == status, kind  # the body says the status it is sent with
+        documented = [(path, method) for path, method, _ in operations()
+                      if str(status) in SPEC["paths"][path][method]["responses"]]
+        assert documented, f"{kind}: status {status} is documented for no operation"
+        for path, method in documented:
+            assert_valid(schema_validator(documented_response(path, method, status)), body)
 
 
 # --- real responses ------------------------------------------------------------------------

@@ -63,8 +63,7 @@ from bench.crafted import (
 from local_lambda import Emulator
 from local_lambda.template import function_emulator
 
-from classifier import errors as classifier_errors
-from classifier.fetch import FetchPolicy, check_url
+from support import assert_refused_before_connecting
 
 REPO = Path(__file__).resolve().parents[2]
 CAT_CLASS_INDICES = range(281, 286)  # ImageNet-1k: tabby, tiger cat, Persian, Siamese, Egyptian
@@ -123,6 +122,7 @@ def getaddrinfo(host, port, *args, **kwargs):
 
 
 socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
+_note("loaded", os.getpid(), 0)
 '''
 
 
@@ -370,6 +370,8 @@ def _function(request, staged_project, predict_function_config, tripwire_dir, ca
     assert "predictions" in response, (response, emulator.logs[-3000:])
     function.pid = emulator.runtime_pid
     assert function.pid is not None
+    # Else every "no forbidden traffic" check on this function would pass without looking.
+    assert ("loaded", str(function.pid), 0) in function.net_events(), "the tripwire is not loaded in the runtime"
     return function
 
 
@@ -492,20 +494,10 @@ def still_serves_the_cat(function: Function) -> None:
     assert function.emulator.runtime_pid == function.pid, "the runtime process was replaced (crash or timeout)"
 
 
-def assert_refused_before_connecting(url: str, allow_private: bool, ports: tuple[int, ...] = (80, 443)) -> int:
-    """Safety pre-flight: the guard (same code as staged) refuses ``url`` with no lookup or connect."""
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError(f"the guard would resolve or connect for {url!r}: not sending it to the function")
-
-    policy = FetchPolicy(allow_private_urls=allow_private, allowed_ports=ports, resolver=forbidden, connector=forbidden)
-    with pytest.raises((classifier_errors.BlockedUrlError, classifier_errors.BadRequestError)) as refused:
-        check_url(url, policy)
-    return refused.value.status
-
-
 def no_forbidden_traffic(function: Function) -> None:
     for kind, host, port in function.net_events():
+        if kind == "loaded":
+            continue
         if kind == "resolve":
             raise AssertionError(f"the function looked up {host!r}")
         assert ipaddress.ip_address(host.split("%")[0]).is_loopback, f"the function dialled {host}:{port}"
@@ -618,10 +610,8 @@ def test_slow_servers_end_in_504_before_the_lambda_timeout(name, route, fn_slow,
               "headers": trickle(head + cat_jpeg, 0.2),
               "stall": stall(15)}
     hostile_server.routes[f"/slow/{name}"] = routes[route]
-    started = time.monotonic()
+    # A function past its timeout gets no 504 of its own: the emulator answers for it (Sandbox.Timedout).
     expect(fn_slow, {"url": hostile_server.url(f"/slow/{name}")}, 504, "upstream_timeout")
-    elapsed = time.monotonic() - started
-    assert elapsed < SLOW_TIMEOUT_S - 0.5, f"answered after {elapsed:.1f}s, too close to the {SLOW_TIMEOUT_S}s Lambda timeout"
     still_serves_the_cat(fn_slow)
 
 
@@ -904,7 +894,7 @@ def test_payloads_the_runtime_cannot_unmarshal_do_not_kill_it(name, fn):
 
 
 def test_no_function_ever_dialled_or_resolved_outside_loopback(fn, fn_strict, fn_slow):
-    assert fn.net_events(), "the tripwire logged nothing: was sitecustomize loaded by the runtime?"
+    assert any(kind != "loaded" for kind, _, _ in fn.net_events()), "the tripwire saw no connection at all"
     for function in (fn, fn_strict, fn_slow):
         no_forbidden_traffic(function)
         assert function.emulator.runtime_pid == function.pid

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from expectations import EXPECTED, check_event_response
-from support import CAT_CLASS_INDICES, EVENTS, REPO
+from support import CAT_CLASS_INDICES, EVENTS, REPO, assert_refused_before_connecting
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,11 @@ def to_loopback(url, image_server):
 
 
 def load_event(name, image_server):
+    """The fixture with its photo URLs moved to loopback; a URL left elsewhere (the metadata service) must be
+    one the guard refuses without a lookup or connection (checked here, before the function gets it)."""
     event = json.loads((EVENTS / name).read_text())
     if isinstance(event.get("url"), str):
-        event["url"] = to_loopback(event["url"], image_server)
+        event["url"] = _safe(to_loopback(event["url"], image_server), image_server)
     body = event.get("body")
     if isinstance(body, str) and not event.get("isBase64Encoded"):
         try:
@@ -42,9 +44,15 @@ def load_event(name, image_server):
         except ValueError:
             payload = None
         if isinstance(payload, dict) and isinstance(payload.get("url"), str):
-            payload["url"] = to_loopback(payload["url"], image_server)
+            payload["url"] = _safe(to_loopback(payload["url"], image_server), image_server)
             event["body"] = json.dumps(payload)
     return event
+
+
+def _safe(url, image_server):
+    if not url.startswith(image_server.url("/")):
+        assert_refused_before_connecting(url, allow_private=True, ports=(80, 443, image_server.port))
+    return url
 
 
 def status_and_body(response, is_api):

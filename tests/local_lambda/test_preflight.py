@@ -155,11 +155,14 @@ def test_pins_without_a_wheel_for_an_architecture_and_pins_without_hashes(projec
     assert f"x86_64 {total - 1}/{total}, arm64 {total - 2}/{total}" in report.result("wheels").summary
 
 
-def test_arm64_only_deploy_checks_only_arm64(project):
+def test_a_deploy_checks_only_its_own_architecture(project):
     lock = project / "predict_function" / "requirements.txt"
-    _write(lock, lock.read_text() + MKL)
+    _write(lock, lock.read_text() + MKL)  # x86_64 wheels only
     report = _preflight(project, "wheels", parameter_overrides={"Architecture": "x86_64"})
     assert report.ok and report.architectures == ["x86_64"], report.format()
+    report = _preflight(project, "wheels", parameter_overrides={"Architecture": "arm64"})
+    assert not report.ok and report.architectures == ["arm64"], report.format()
+    assert "mkl" in "\n".join(report.result("wheels").problems).lower()
 
 
 def test_a_lock_hash_that_does_not_match_the_wheel_pip_would_install(project):

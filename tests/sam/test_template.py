@@ -22,12 +22,23 @@ def sam() -> str:
     return shutil.which("sam") or str(Path(sys.executable).with_name("sam"))
 
 
-def test_sam_validate_lint_passes():
-    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}  # no usage metrics sent from tests
+def quiet_sam_env(config_dir: Path) -> dict:
+    """No network from the sam CLI: no usage metrics, and no weekly "newer version?" query to pypi.org
+    (sam skips it when its config, here a fresh one, says it checked moments ago)."""
+    import json
+    import time
+
+    (config_dir / "metadata.json").write_text(json.dumps({"lastVersionCheck": time.time(), "telemetryEnabled": False}))
+    return {**os.environ, "SAM_CLI_TELEMETRY": "0", "__SAM_CLI_APP_DIR": str(config_dir)}
+
+
+def test_sam_validate_lint_passes(tmp_path):
     result = subprocess.run(
-        [sam(), "validate", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
+        [sam(), "validate", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=quiet_sam_env(tmp_path),
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "metadata.json").is_file()  # sam read its config from there
 
 
 def test_function_is_a_container_image_built_from_predict_function():

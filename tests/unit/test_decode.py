@@ -129,10 +129,18 @@ def test_animated_gif_uses_first_frame():
     assert red > 200 and blue < 50
 
 
-def test_pixel_limit_is_checked_before_decoding():
+def test_pixel_limit_is_checked_before_decoding(monkeypatch):
+    from PIL import ImageFile
+
+    loads = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self.format) or real_load(self))
     data = encode(Image.new("L", (2000, 2000)), "PNG")
     with pytest.raises(PayloadTooLargeError, match="2000x2000"):
         decode_image(data, 1_000_000)
+    assert loads == []  # refused from the header: no pixel was decoded
+    decode_image(encode(Image.new("L", (20, 20)), "PNG"), 1_000_000)
+    assert loads and set(loads) == {"PNG"}  # the spy sees a decode when there is one
 
 
 def test_not_an_image_and_corrupt_images():

@@ -55,9 +55,17 @@ def test_bad_direct_payloads(payload):
         parse_event(payload, LIMIT)
 
 
-def test_oversized_base64_is_refused_before_decoding():
+def test_oversized_base64_is_refused_before_decoding(monkeypatch):
+    import classifier.events
+
+    decoded = []
+    real = classifier.events.base64.b64decode
+    monkeypatch.setattr(classifier.events.base64, "b64decode", lambda *a, **k: decoded.append(1) or real(*a, **k))
     with pytest.raises(PayloadTooLargeError, match="image is larger than the 1000 byte limit"):
         parse_event({"image": "A" * 4000}, 1000)
+    assert decoded == []  # refused from its length: 4 MB of base64 is never decoded to be measured
+    parse_event({"image": "A" * 400}, 1000)
+    assert decoded == [1]
 
 
 def test_a_too_large_base64_json_body_names_the_limit_it_broke():

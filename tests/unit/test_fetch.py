@@ -25,6 +25,7 @@ from classifier.settings import Settings
 from fetch_fixtures.helpers import (
     FakeResolver,
     ForbiddenConnect,
+    Outcome,
     LoopbackOnlyConnector,
     image,
     make_tls_material,
@@ -389,15 +390,17 @@ def test_temporary_dns_failure_is_upstream_error():
 def test_hanging_resolver_is_cut_by_the_deadline():
     release = threading.Event()
 
+    answered = []
+
     def slow():
         release.wait(5)
+        answered.append(True)
         return [PUBLIC_V4]
 
     resolver = FakeResolver({"slow.example": slow})
-    started = time.monotonic()
     with pytest.raises(errors.UpstreamTimeoutError):
         fetch_all("http://slow.example/", make_policy(resolver), deadline=soon(0.3))
-    assert time.monotonic() - started < 2
+    assert answered == []  # the fetch gave up while the lookup still hung
     release.set()
 
 
@@ -507,7 +510,9 @@ def _policy_for(server, resolver=None, connector=None, **kwargs):
 def test_redirect_into_private_space_is_blocked_without_connecting(server_factory, location):
     server = server_factory({})
     server.routes["/start"] = redirect(location.format(port=server.port))
-    resolver = FakeResolver({"metadata.internal.example": ["10.0.0.10"], "img.example.com": [PUBLIC_V4]})
+    # localhost resolves as it would on a real host: refused for what it is, not as an unknown name
+    resolver = FakeResolver({"metadata.internal.example": ["10.0.0.10"], "img.example.com": [PUBLIC_V4],
+                             "localhost": ["127.0.0.1"]})
     connector = LoopbackOnlyConnector()
     with pytest.raises(errors.BlockedUrlError) as info:
         fetch_all(server.url("/start"), _policy_for(server, resolver, connector), deadline=soon())
@@ -610,15 +615,17 @@ def test_compressed_body_is_refused(server_factory):
 
 
 def test_declared_length_over_the_cap_is_rejected_before_reading(server_factory):
+    waited = []
+
     def huge(conn, req):
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 999999999999\r\n\r\n")
         time.sleep(3)  # never sends the body; the fetcher must not wait for it
+        waited.append(True)
 
     server = server_factory({"/huge": huge})
-    started = time.monotonic()
     with pytest.raises(errors.PayloadTooLargeError) as info:
         fetch_all(server.url("/huge"), _policy_for(server, max_download_bytes=1000), deadline=soon())
-    assert time.monotonic() - started < 1.5
+    assert waited == []  # refused while the server still held the body back
     assert info.value.status == 413 and "1000" in info.value.message
 
 
@@ -626,6 +633,7 @@ def test_declared_length_over_the_cap_is_rejected_before_reading(server_factory)
 def test_oversize_stream_is_cut_while_streaming(server_factory, framing):
     cap = 10_000
     sent = {"bytes": 0}
+    finished = threading.Event()
 
     def endless(conn, req):
         if framing == "close-delimited":
@@ -643,12 +651,20 @@ def test_oversize_stream_is_cut_while_streaming(server_factory, framing):
                 else:
                     conn.sendall(b"1000\r\n" + block + b"\r\n")
                 sent["bytes"] += len(block)
+            if framing != "close-delimited":
+                conn.sendall(b"0\r\n\r\n")  # a complete body: only the cap can refuse it
         except OSError:
             pass
+        finally:
+            finished.set()
 
     server = server_factory({"/big": endless})
     with pytest.raises(errors.PayloadTooLargeError):
         fetch_all(server.url("/big"), _policy_for(server, max_download_bytes=cap), deadline=soon(10))
+    assert finished.wait(30)  # the server stops once the fetcher has hung up
+    # Cut while streaming: the server got no further than the cap plus what the two sockets' buffers hold
+    # (a few MB on loopback), far from the 40 MB a fetcher that checks the size at the end would take.
+    assert sent["bytes"] < 20_000_000
 
 
 def test_exactly_the_cap_is_fine_one_more_byte_is_not(server_factory):
@@ -693,28 +709,28 @@ def test_the_pinned_connection_never_opens_a_socket_itself():
 
 
 def test_trickling_body_is_cut_by_the_deadline(server_factory):
-    server = server_factory({"/slow": trickle(0.05, 10_000)})
-    started = time.monotonic()
+    route = trickle(0.05, 10_000)
+    server = server_factory({"/slow": route})
     with pytest.raises(errors.UpstreamTimeoutError) as info:
         fetch_all(server.url("/slow"), _policy_for(server, read_timeout=5), deadline=soon(0.8))
-    assert 0.6 < time.monotonic() - started < 2.5
     assert info.value.status == 504
+    assert route.outcome.wait() == "client closed"  # the fetcher hung up, not the server (after 5 s)
 
 
 def test_trickling_headers_are_cut_by_the_deadline(server_factory):
-    server = server_factory({"/slow": trickle(0.05, 10, headers_first=False)})
-    started = time.monotonic()
+    # Headers that would take 14 s: only the deadline's watchdog can cut a read that keeps getting bytes.
+    route = trickle(0.05, 10, headers_first=False, header_padding=200)
+    server = server_factory({"/slow": route})
     with pytest.raises(errors.UpstreamTimeoutError):
         fetch_all(server.url("/slow"), _policy_for(server, read_timeout=5), deadline=soon(0.8))
-    assert time.monotonic() - started < 2.5
+    assert route.outcome.wait() == "client closed"  # the fetcher hung up, not the server (after 5 s)
 
 
 def test_silent_server_hits_the_read_timeout(server_factory):
     server = server_factory({"/silent": lambda conn, req: time.sleep(3)})
-    started = time.monotonic()
+    # Without the read timeout the server's close after 3 s would end it as a 502, well inside the deadline.
     with pytest.raises(errors.UpstreamTimeoutError):
         fetch_all(server.url("/silent"), _policy_for(server, read_timeout=0.3), deadline=soon(10))
-    assert time.monotonic() - started < 2
 
 
 def test_connect_timeout_is_a_gateway_timeout():
@@ -791,19 +807,32 @@ def test_https_system_trust_store_rejects_a_private_ca(tls_server):
 
 
 def test_tls_handshake_stall_is_cut_by_the_deadline(server_factory):
-    # A "TLS" server that accepts and never answers the ClientHello.
+    # A "TLS" server that accepts, reads the ClientHello and never answers it, until the client hangs up.
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     port = listener.getsockname()[1]
+    outcome = Outcome()
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(20)
+            try:
+                while conn.recv(4096):
+                    pass
+                outcome.end("client closed")
+            except OSError:
+                outcome.end("gave up")
+
+    threading.Thread(target=serve, daemon=True).start()
     try:
         resolver = FakeResolver({TLS_HOST: ["127.0.0.1"]})
         policy = make_policy(resolver, allowed_ports=(port,), exempt_networks=EXEMPT_LOOPBACK,
-                             connect_timeout=5, read_timeout=5)
-        started = time.monotonic()
+                             connect_timeout=60, read_timeout=60)
         with pytest.raises(errors.UpstreamTimeoutError):
             fetch_all(f"https://{TLS_HOST}:{port}/", policy, deadline=soon(0.5))
-        assert time.monotonic() - started < 2
+        assert outcome.wait() == "client closed"  # the deadline cut it, not the 60 s read timeout
     finally:
         listener.close()
 
@@ -873,9 +902,8 @@ def test_lookups_that_outlive_their_requests_do_not_starve_the_next_request():
         for _ in range(6):
             with pytest.raises(errors.UpstreamTimeoutError):
                 check_url("https://slow.example/x", policy, deadline=soon(0.05))
-        started = time.monotonic()
+        # Queued behind the stuck lookups, it would time out instead (they hang until released).
         assert check_url("https://ok.example/x", policy, deadline=soon(0.5)).addresses == ("93.184.216.34",)
-        assert time.monotonic() - started < 0.4
     finally:
         release.set()
 

@@ -29,7 +29,7 @@ PROPERTY = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=
 
 SPEC_BLOCKED_V4 = [IPv4Network(n) for n in (
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
     "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
 )]
 SPEC_BLOCKED_V6 = [IPv6Network(n) for n in (
@@ -46,7 +46,7 @@ def spec_blocks_v4(address: IPv4Address) -> bool:
 
 class _NoResolver(FakeResolver):
     def __call__(self, *args, **kwargs):
-        raise AssertionError("a literal address must never be sent to the resolver")
+        raise ForbiddenConnect("a literal address must never be sent to the resolver")
 
 
 @pytest.fixture(scope="module", autouse=True)

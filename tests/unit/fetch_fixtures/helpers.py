@@ -21,8 +21,11 @@ LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 LOOPBACK_V6 = ipaddress.ip_network("::1/128")
 
 
-class ForbiddenConnect(AssertionError):
-    """A test tried to connect somewhere other than loopback: the fetcher's guard failed."""
+class ForbiddenConnect(BaseException):
+    """A test tried to connect somewhere other than loopback: the fetcher's guard failed.
+
+    A BaseException, so the fetcher's own error boundary (``except Exception``) cannot turn it into
+    a 500 that a test expecting "some error" would accept: it always fails the test."""
 
 
 def is_loopback(address: str) -> bool:
@@ -238,24 +241,53 @@ def image(body: bytes, content_type: str = "image/png") -> Route:
     return route
 
 
-def trickle(byte_every: float, total: int, *, headers_first: bool = True, give_up_after: float = 5.0) -> Route:
-    """Send ``total`` bytes one at a time, ``byte_every`` seconds apart (a slow-loris upstream).
+class Outcome:
+    """How a test server's route ended, told once it has: ``wait()`` returns ``"client closed"`` when
+    the fetcher hung up first (a send failed), else what the route says (``"gave up"``, ``"sent all"``)."""
 
-    Stops after ``give_up_after`` seconds so that a regression fails the test instead of hanging it.
+    def __init__(self) -> None:
+        self.value: str | None = None
+        self._done = threading.Event()
+
+    def end(self, value: str) -> None:
+        self.value = value
+        self._done.set()
+
+    def wait(self, limit: float = 30.0) -> str | None:
+        self._done.wait(limit)
+        return self.value
+
+
+def trickle(byte_every: float, total: int, *, headers_first: bool = True, give_up_after: float = 5.0,
+            header_padding: int = 0) -> Route:
+    """Send ``total`` bytes one at a time, ``byte_every`` seconds apart (a slow-loris upstream); with
+    ``headers_first=False`` the headers too, lengthened by an ``X-Pad`` header of ``header_padding`` bytes.
+
+    Stops after ``give_up_after`` seconds so that a regression fails the test instead of hanging it;
+    ``route.outcome`` says whether the client hung up first ("client closed") or the server gave up.
     """
+    outcome = Outcome()
+
     def route(conn: socket.socket, request: Request) -> None:
         started = time.monotonic()
-        head = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {total}\r\n\r\n".encode()
+        pad = f"X-Pad: {'a' * header_padding}\r\n" if header_padding else ""
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {total}\r\n{pad}\r\n".encode()
         if headers_first:
             conn.sendall(head)
             payload = b"x" * total
         else:
             payload = head + b"x" * total
-        for i in range(len(payload)):
-            if time.monotonic() - started > give_up_after:
-                return
-            conn.sendall(payload[i : i + 1])
-            time.sleep(byte_every)
+        try:
+            for i in range(len(payload)):
+                if time.monotonic() - started > give_up_after:
+                    return outcome.end("gave up")
+                conn.sendall(payload[i : i + 1])
+                time.sleep(byte_every)
+        except OSError:
+            return outcome.end("client closed")
+        outcome.end("sent all")
+
+    route.outcome = outcome
     return route
 
 
