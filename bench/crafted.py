@@ -33,6 +33,17 @@ def png_header_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
     return png(width, height, 8, 2, zlib.compress(b"\x00" * 64))
 
 
+def png_chunk_bomb(chunks: int = 1_000_000, kind: bytes = b"abCd", where: str = "before") -> bytes:
+    """A valid 8x8 RGB PNG with ``chunks`` empty chunks of ``kind`` (an unknown ancillary chunk by default;
+    ``IDAT`` for empty image-data chunks), ``where`` = before its image data or after it: Pillow reads
+    each one in Python."""
+    ihdr = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
+    idat = png_chunk(b"IDAT", zlib.compress(b"".join(b"\x00" + b"\x80" * 24 for _ in range(8))))
+    filler = png_chunk(kind, b"") * chunks
+    body = filler + idat if where == "before" else idat + filler
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + body + png_chunk(b"IEND", b"")
+
+
 def png_real_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
     """A complete, valid 1-bit PNG of 400 M pixels that is ~50 KB on disk (all zeros)."""
     row = b"\x00" * (1 + (width + 7) // 8)

@@ -53,6 +53,7 @@ from bench.crafted import (
     jpeg_repeat_last_scan,
     jpeg_scan_bomb,
     png,
+    png_chunk_bomb,
     png_header_bomb,
     png_real_bomb,
     png_rgb16,
@@ -151,6 +152,7 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         "tiff-2-pixels-1000000-strips": tiff_strip_bomb(),  # ~2 MB, ~10 s of Python without the strip limit
         "jpeg-header-1000000-empty-segments": jpeg_header_padding_bomb(1_000_000),  # 4 MB, ~1.3 s of Python without the limit
         "gif-700000-comment-extensions": gif_extension_bomb(700_000),  # 3.5 MB, ~0.15 GB kept by Pillow without the limit
+        "png-200000-empty-chunks": png_chunk_bomb(200_000),  # 2.4 MB, ~0.5 s of Python without the chunk limit
         # truncated / corrupt -> 422
         "jpeg-truncated-half": cat_jpeg[: len(cat_jpeg) // 2],
         "jpeg-header-only": cat_jpeg[:200],
@@ -196,6 +198,7 @@ IMAGE_EXPECTATIONS = {
     "tiff-2-pixels-1000000-strips": (413, "payload_too_large"),
     "jpeg-header-1000000-empty-segments": (413, "payload_too_large"),
     "gif-700000-comment-extensions": (413, "payload_too_large"),
+    "png-200000-empty-chunks": (413, "payload_too_large"),
     "jpeg-truncated-half": (422, "corrupt_image"),
     "jpeg-header-only": (422, "corrupt_image"),
     "png-corrupt-idat": (422, "corrupt_image"),
