@@ -44,6 +44,22 @@ def png_chunk_bomb(chunks: int = 1_000_000, kind: bytes = b"abCd", where: str = 
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + body + png_chunk(b"IEND", b"")
 
 
+def apng(frames: int) -> bytes:
+    """An animated 1x1 RGB PNG of ``frames`` frames (acTL, then fcTL + IDAT, then fcTL + fdAT per frame)."""
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\x80\x80\x80")
+    sequence = iter(range(2 * frames))
+
+    def fctl() -> bytes:
+        return png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", next(sequence), 1, 1, 0, 0, 1, 10, 0, 0))
+
+    out = [png_chunk(b"IHDR", ihdr), png_chunk(b"acTL", struct.pack(">II", frames, 0)), fctl(),
+           png_chunk(b"IDAT", pixels)]
+    for _ in range(frames - 1):
+        out += [fctl(), png_chunk(b"fdAT", struct.pack(">I", next(sequence)) + pixels)]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(out) + png_chunk(b"IEND", b"")
+
+
 def png_real_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
     """A complete, valid 1-bit PNG of 400 M pixels that is ~50 KB on disk (all zeros)."""
     row = b"\x00" * (1 + (width + 7) // 8)

@@ -941,8 +941,12 @@ def _stale_int8_copies(project: Project, sources: Iterable[Path], reported: Set[
         base = int8.with_name(int8.name[: -len("-int8.onnx")] + ".onnx")
         if base not in sources or {base, int8} & reported:
             continue
-        cards = [_card_fields(path) for path in (base, int8)]
-        differ = sorted(key for key in cards[0].keys() | cards[1].keys() if cards[0].get(key) != cards[1].get(key))
+        cards = [_card(path) for path in (base, int8)]
+        differ = sorted(key for key in cards[0].keys() | cards[1].keys()
+                        if key != "version" and cards[0].get(key) != cards[1].get(key))
+        version, int8_version = (str(card.get("version", "")) for card in cards)
+        if int8_version != version and not int8_version.startswith(version + "-"):  # 1 -> 1-int8, not 2 -> 1-int8
+            differ.append("version")
         if differ:
             found.append(f"{project.display(int8)} is not an INT8 copy of {project.display(base)} (its model card "
                          f"differs in {', '.join(differ)}): ModelVariant=int8 would serve another model; run "
@@ -951,8 +955,9 @@ def _stale_int8_copies(project: Project, sources: Iterable[Path], reported: Set[
     return found
 
 
-def _card_fields(path: Path) -> Dict[str, object]:
-    """What an INT8 copy keeps of its model's card: all but the version (``1-int8``)."""
+def _card(path: Path) -> Dict[str, object]:
+    """The model card in an ONNX file's metadata ({} if none). An INT8 copy keeps all of it but the
+    version, which gets a suffix (``1`` -> ``1-int8``)."""
     import onnx
 
     props = {p.key: p.value for p in onnx.load_model(str(path), load_external_data=False).metadata_props}
@@ -960,7 +965,7 @@ def _card_fields(path: Path) -> Dict[str, object]:
         card = json.loads(props.get("image_classifier.card", "{}"))
     except ValueError:
         card = {}
-    return {key: value for key, value in card.items() if key != "version"} if isinstance(card, dict) else {}
+    return card if isinstance(card, dict) else {}
 
 
 def _generated_from(project: Project, label: str, path: str, made: Tuple[int, str], problems: List[str],

@@ -159,16 +159,23 @@ def _check_gif_extensions(source: BinaryIO, head: bytes) -> None:
 
 
 def _check_png_chunks(source: BinaryIO) -> None:
-    """More than MAX_PNG_CHUNKS chunks up to IEND. Reads each chunk's 8-byte header and seeks over its
+    """More than MAX_PNG_CHUNKS chunks up to IEND, or in an animated PNG up to the second frame's fcTL,
+    where Pillow stops reading for the first frame. Reads each chunk's 8-byte header and seeks over its
     data and CRC (a URL's body is then downloaded before the decoder starts: PNG only)."""
     source.seek(len(PNG_SIGNATURE))
     chunks = 0
+    animated = image_data = False
     while chunks <= MAX_PNG_CHUNKS:
         header = source.read(8)
-        if len(header) < 8 or header[4:] == b"IEND":
-            return  # the end, or a truncated file: Pillow's to report
+        kind, length = header[4:], int.from_bytes(header[:4], "big")
+        if len(header) < 8 or kind == b"IEND" or (kind == b"fcTL" and animated and image_data):
+            return  # the end, the next frame, or a truncated file (Pillow's to report)
         chunks += 1
-        source.seek(int.from_bytes(header[:4], "big") + 4, io.SEEK_CUR)
+        if kind == b"acTL" and length >= 4:  # num_frames first: more than one, and Pillow animates
+            frames = int.from_bytes(source.read(4), "big")
+            animated, length = 1 < frames <= 2**31, length - 4
+        image_data = image_data or kind in (b"IDAT", b"fdAT")
+        source.seek(length + 4, io.SEEK_CUR)
     raise PayloadTooLargeError(
         f"the PNG has more than {MAX_PNG_CHUNKS} chunks (a real one has tens, plus its image data in chunks "
         "of 8 KB or more): refused, parsing it would take too long"

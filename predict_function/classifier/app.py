@@ -5,7 +5,7 @@ Stages (one module each): events -> source (fetch) -> decode -> spec.preprocess
 tests build the same pipeline with their own fetch or model.
 
 A URL's body is not downloaded before decoding: the fetch returns at the response headers
-and the decoder reads the body as it arrives (see ``observability`` for how the time is
+and the decoder reads the body as it arrives (a PNG's chunks are counted to its end first) (see ``observability`` for how the time is
 split between the ``fetch`` and ``decode`` timings).
 """
 

@@ -53,7 +53,8 @@ def decode_image(
     ``data`` is the image's bytes or a readable, seekable binary file such as a URL's body
     still downloading (``fetch.Fetched``): Pillow reads a file in blocks (64 KiB) as it
     decodes, so the decode overlaps the download and stops reading once the first frame is
-    decoded. Errors the file itself raises (``ClassifierError``: 413, 502, 504 from the
+    decoded (not a PNG, whose chunks ``_file_limits`` counts to the end first, nor a TIFF or
+    WebP, which Pillow reads whole). Errors the file itself raises (``ClassifierError``: 413, 502, 504 from the
     download) pass through unchanged; the caller closes the file.
 
     The pixel count is checked from the header before any pixel is decoded, so a
@@ -68,7 +69,7 @@ def decode_image(
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if not source.read(1):
         raise UnsupportedMediaError("the image is empty")
-    first_scan = _file_limits.check(source)  # TIFF, JPEG header, GIF: before Pillow walks them
+    first_scan = _file_limits.check(source)  # TIFF, JPEG header, GIF, PNG: before Pillow walks them
     source.seek(0)
     _defer_pillow_pixel_limit(max_pixels)
     try:

@@ -25,6 +25,9 @@ PREDICT, MODEL_INFO = "predict", "model_info"
 ROUTES = {"predict": "POST", "model": "GET"}
 NO_ROUTE = "no such route: the API serves POST /predict and GET /model"
 IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream")
+# Content codings that change the body's bytes (RFC 9110 8.4.1, IANA registry); others (identity, or a
+# charset some clients put there by mistake) leave it as it is.
+COMPRESSED_CODINGS = frozenset({"gzip", "x-gzip", "deflate", "br", "compress", "x-compress", "zstd", "dcb", "dcz"})
 # A float above 2**53 is no exact integer (I-JSON, RFC 7493 2.2): such a top_k is refused, like 1.5.
 MAX_EXACT_FLOAT_INT = 2**53
 
@@ -93,16 +96,30 @@ def _header(event: Mapping[str, Any], name: str) -> str:
 def _content_type(event: Mapping[str, Any]) -> str:
     """The media type, lower case, without parameters. An HTTP API joins a repeated header with commas:
     the same type twice is that type, two different ones are refused."""
-    types = {part.split(";")[0].strip().lower() for part in _header(event, "content-type").split(",")} - {""}
+    types = {part.split(";")[0].strip().lower() for part in _split_list(_header(event, "content-type"))} - {""}
     if len(types) > 1:
         raise UnsupportedMediaError(f"conflicting Content-Type values {sorted(types)!r}: send one")
     return types.pop() if types else ""
 
 
+def _split_list(value: str) -> list[str]:
+    """A header's comma-separated values (an HTTP API joins a repeated header with commas); a comma
+    inside a quoted parameter (``name="a,b.png"``) belongs to its value."""
+    parts, start, quoted = [], 0, False
+    for i, char in enumerate(value):
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            parts.append(value[start:i])
+            start = i + 1
+    return parts + [value[start:]]
+
+
 def _check_encoding(event: Mapping[str, Any]) -> None:
-    encoding = _header(event, "content-encoding").strip().lower()
-    if encoding not in ("", "identity"):  # RFC 9110 15.5.16: an unsupported content coding is a 415
-        raise UnsupportedMediaError(f"unsupported Content-Encoding {encoding!r}: send the body uncompressed")
+    codings = {coding.strip().lower() for coding in _header(event, "content-encoding").split(",")}
+    compressed = sorted(codings & COMPRESSED_CODINGS)
+    if compressed:  # RFC 9110 15.5.16: an unsupported content coding is a 415
+        raise UnsupportedMediaError(f"unsupported Content-Encoding {compressed[0]!r}: send the body uncompressed")
 
 
 def _from_api_body(event: Mapping[str, Any], kind: str, max_image_bytes: int) -> Request:

@@ -211,7 +211,10 @@ def _normalise_allow_entry(entry: str) -> str:
         raise BadRequestError(f"{entry!r} is not a host name (give img.example.com or *.example.com)")
     if entry.startswith("*."):
         return "*." + _idna(entry[2:])
-    return _idna(entry)
+    host = _idna(entry)
+    if "." not in host and host != "localhost" and not _netguard.ends_in_number(host):
+        raise BadRequestError(f"{entry!r} is a single label: URLs may not name such a host (give img.example.com)")
+    return host
 
 
 def _idna(host: str) -> str:
@@ -378,7 +381,9 @@ def _check_url(url: str, policy: FetchPolicy, deadline: float) -> Target:
     else:
         if not policy.allow_private_urls and (host == "localhost" or host.endswith(".localhost")):
             raise BlockedUrlError("URL host is a non-public address")
-        if "." not in host and host != "localhost":  # the resolver would try the function's DNS search domains
+        # A single label would be tried in the function's DNS search domains. (A dotted name that does not
+        # exist may be too, after the name itself fails (resolv.conf ndots:1); its answer is checked all the same.)
+        if "." not in host and host != "localhost":
             raise BadRequestError("URL host must be a fully qualified domain name")
         addresses = []
         for info in _resolve(host, port, policy, deadline):

@@ -31,6 +31,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 DEFAULT_SERVICE = "image-classifier"
+IMAGE_INPUT_KINDS = ("url", "base64", "binary")  # RequestRecord.input_kind of a request that carried an image
 DEFAULT_NAMESPACE = "ImageClassifier"
 # Powertools reads these itself; the defaults above apply when they are unset or empty (an empty
 # service name makes Powertools filter out every log line; an empty namespace is invalid EMF).
@@ -143,7 +144,9 @@ class Telemetry:
     def _metrics(self, record: RequestRecord, total_ms: float) -> None:
         if self.cold_start:
             self.metrics.add_metric(name="ColdStart", unit=MetricUnit.Count, value=1)
-        if record.input_kind != "model_info":  # a GET /model reply (~0.1 ms) would drag every percentile down
+        # Requests that carried an image, served or not: GET /model and events refused before their image
+        # (a 404, 405, malformed JSON) answer in ~0.1 ms and would drag every percentile down.
+        if record.input_kind in IMAGE_INPUT_KINDS:
             self.metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=total_ms)
         self.metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
         self.metrics.flush_metrics(raise_on_empty_metrics=False)

@@ -262,14 +262,17 @@ def test_an_invocation_ended_by_a_base_exception_is_not_logged_as_served(classif
     assert (log["message"], log["status"], log["error_code"]) == ("request failed", 500, "internal_error")
 
 
-def test_model_info_requests_are_counted_but_stay_out_of_the_latency_metric(classifier, cat_jpeg, capsys):
+def test_requests_without_an_image_are_counted_but_stay_out_of_the_latency_metric(classifier, cat_jpeg, capsys):
     capsys.readouterr()
     handle = make_handler(Settings.from_env({}), classifier, lambda u, d: cat_jpeg, telemetry())
-    handle(json.loads((EVENTS / "rest-model.json").read_text()), Context())
+    model_info = json.loads((EVENTS / "rest-model.json").read_text())
+    handle(model_info, Context())
+    handle(model_info | {"path": "/nope"}, Context())  # 404
+    handle(model_info | {"httpMethod": "POST"}, Context())  # 405
     handle({"image": base64.b64encode(cat_jpeg).decode()}, Context())
     logs, metrics = split(lines(capsys))
-    assert [log["input_kind"] for log in logs] == ["model_info", "base64"]
+    assert [log["input_kind"] for log in logs] == ["model_info", "unknown", "unknown", "base64"]
     names = [m["Name"] for record in metrics for m in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
-    assert names.count("Requests") == 2 and names.count("Latency") == 1
+    assert names.count("Requests") == 4 and names.count("Latency") == 1
     [latency] = [record["Latency"] for record in metrics if "Latency" in record]
-    assert latency == [pytest.approx(logs[1]["timings_ms"]["total"], abs=0.01)]  # the classification's
+    assert latency == [pytest.approx(logs[3]["timings_ms"]["total"], abs=0.01)]  # the classification's

@@ -264,23 +264,25 @@ def test_an_empty_or_non_onnx_model_source(project, name, content, why):
         assert message.startswith("MODEL_PATH=/var/task/model/model.onnx: ")
 
 
-def test_an_int8_copy_left_from_another_model_is_a_warning(project, tmp_path):
+@pytest.mark.parametrize("change, differs", [({"name": "my-model"}, "name"), ({"version": "0-int8"}, "version"),
+                                             ({"version": "10-int8"}, "version")])
+def test_an_int8_copy_left_from_another_model_is_a_warning(project, change, differs):
     from classifier.spec import ModelCard
     from model_export.metadata import write_card
     import onnx
 
     model_dir = project / "predict_function" / "model"
-    assert _preflight(project, "files").result("files").status == PASS  # the bundled pair agrees
+    assert _preflight(project, "files").result("files").status == PASS  # the bundled pair agrees (1 and 1-int8)
     int8 = onnx.load(str(model_dir / "model-int8.onnx"))
     card = ModelCard.from_metadata({p.key: p.value for p in int8.metadata_props})
-    write_card(int8, ModelCard.from_dict({**json.loads(card.to_json()), "name": "my-model"}))
+    write_card(int8, ModelCard.from_dict({**json.loads(card.to_json()), **change}))
     (model_dir / "model-int8.onnx").unlink()  # the hard link only
     onnx.save(int8, str(model_dir / "model-int8.onnx"))
     result = _preflight(project, "files").result("files")
     assert result.status == WARN and not result.problems
     [warning] = result.warnings
     assert "predict_function/model/model-int8.onnx is not an INT8 copy of predict_function/model/model.onnx" in warning
-    assert "differs in name" in warning and "model_export quantize" in warning
+    assert f"differs in {differs}" in warning and "model_export quantize" in warning
 
 
 # -- 4. build context size ----------------------------------------------------------------------

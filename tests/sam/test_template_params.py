@@ -237,7 +237,7 @@ PARAMETER_VALUES = {
         "", "images.example.com", "images.example.com,*.cdn.example.com", "a.example.com, b.example.com",
         "bücher.example", "::1", "[2001:db8::1]", "img.example.com.",
         "https://images.example.com", "images.example.com:443", "images.example.com/path", "user@host.example",
-        "a.example.com b.example.com", "*.", "[x]",
+        "a.example.com b.example.com", "*.", "[x]", "images", "images.", "*.example", "203.0.113.9", "*..",
     ],
     ("MaxDownloadBytes", "MAX_DOWNLOAD_BYTES"): ["1", "15728640", "0", "-1", "1.5", "1e7", " 5", "", "abc"],
     ("MaxImagePixels", "MAX_IMAGE_PIXELS"): ["1", "50000000", "0", "5e7", "2.5", "-3"],

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.crafted import (gif_extension_bomb, jpeg_header_padding_bomb, png_chunk_bomb, tiff_associated_alpha,
-                           tiff_strip_bomb)
+from bench.crafted import (apng, gif_extension_bomb, jpeg_header_padding_bomb, png_chunk, png_chunk_bomb,
+                           tiff_associated_alpha, tiff_strip_bomb)
 from classifier import _file_limits
 from classifier.decode import decode_image, to_rgb
 from classifier.errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
@@ -521,6 +521,19 @@ def test_a_png_at_the_chunk_limit_decodes_and_one_more_is_refused(kind):
     assert decode_image(png_chunk_bomb(at_limit, kind), MAX).size == (8, 8)
     with pytest.raises(PayloadTooLargeError, match="PNG has more than"):
         decode_image(png_chunk_bomb(at_limit + 1, kind), MAX)
+
+
+def test_an_animated_png_of_many_frames_decodes_its_first_without_reading_the_rest():
+    # Pillow reads an animated PNG's chunks only up to the next frame: 40,000 frames (80,000 chunks) cost
+    # it nothing, and the check stops where Pillow does. A 1-frame acTL is no animation: read to IEND.
+    source = CountingReader(apng(40_000))
+    assert np.asarray(decode_image(source, MAX)).tolist() == [[[128, 128, 128]]]
+    assert source.taken < 4096
+    still, iend = apng(1)[:-12], apng(1)[-12:]  # one frame: Pillow reads on to IEND
+    filler = png_chunk(b"abCd", b"") * _file_limits.MAX_PNG_CHUNKS
+    with pytest.raises(PayloadTooLargeError, match="PNG has more than"):
+        decode_image(still + filler + iend, MAX)
+    assert decode_image(still + iend, MAX).size == (1, 1)
 
 
 def test_a_gif_with_a_long_comment_or_a_few_extensions_decodes():

@@ -80,7 +80,7 @@ def test_a_too_large_base64_json_body_names_the_limit_it_broke():
 
 
 @pytest.mark.parametrize("value", ["application/json,application/json", "application/json, application/json; x=1",
-                                   "Application/JSON,application/json"])
+                                   "Application/JSON,application/json", 'application/json; name="a,b"'])
 def test_a_content_type_an_http_api_repeated_is_still_that_type(value):
     # Payload 2.0 joins repeated headers with commas.
     event = load("rest-url.json") | {"headers": {"Content-Type": value}}
@@ -92,12 +92,18 @@ def test_two_different_content_types_are_refused():
         parse_event(load("rest-url.json") | {"headers": {"content-type": "application/json,image/png"}}, LIMIT)
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate, gzip"])
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate, gzip", "identity, GZIP", "zstd"])
 def test_a_compressed_body_is_unsupported_media(encoding):
     event = load("rest-url.json") | {"headers": {"content-type": "application/json", "Content-Encoding": encoding}}
     with pytest.raises(UnsupportedMediaError, match="Content-Encoding"):
         parse_event(event, LIMIT)
-    assert parse_event(event | {"headers": {"content-encoding": "identity"}}, LIMIT).url
+
+
+@pytest.mark.parametrize("encoding", ["identity", "identity, identity", "UTF-8", "none", ""])
+def test_a_content_encoding_that_compresses_nothing_is_ignored(encoding):
+    # A charset in Content-Encoding is a common client mistake; the body is as it was sent.
+    event = load("rest-url.json") | {"headers": {"content-type": "application/json", "Content-Encoding": encoding}}
+    assert parse_event(event, LIMIT).url
 
 
 @pytest.mark.parametrize(

@@ -884,8 +884,17 @@ def test_an_allowed_hosts_entry_that_is_not_a_host_fails_the_cold_start(entry):
 
 
 def test_allowed_hosts_takes_names_wildcards_and_ip_literals():
-    policy = make_policy(None, None, allowed_hosts=("IMG.Example.com.", "*.cdn.example", "[::1]", "::2", "203.0.113.9"))
-    assert policy.allowed_hosts == ("img.example.com", "*.cdn.example", "::1", "::2", "203.0.113.9")
+    policy = make_policy(None, None, allowed_hosts=("IMG.Example.com.", "*.cdn.example", "[::1]", "::2", "203.0.113.9",
+                                                    "*.example", "localhost"))
+    assert policy.allowed_hosts == ("img.example.com", "*.cdn.example", "::1", "::2", "203.0.113.9", "*.example",
+                                    "localhost")
+
+
+@pytest.mark.parametrize("entry", ["images", "images.", "intranet"])
+def test_a_single_label_allowed_host_fails_the_cold_start(entry):
+    # No URL may name such a host (refused before the lookup): the entry could never match.
+    with pytest.raises(ValueError, match="invalid allowed_hosts"):
+        make_policy(None, None, allowed_hosts=(entry,))
 
 
 def test_lookups_that_outlive_their_requests_do_not_starve_the_next_request():
