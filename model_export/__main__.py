@@ -219,9 +219,11 @@ def _auto_activation(model, card: ModelCard) -> str:
     from model_export.parity import batch, random_images, sample_photos
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    x = batch(sample_photos()[:3] + random_images(card, 2), card)
-    out = np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0], dtype=np.float64)
-    out = out.reshape(len(out), -1)
+    name = session.get_inputs()[0].name
+    # Every check photo and a few random images, one at a time (a model may take a batch of one only): a
+    # raw score that happens to lie in [0, 1] on a few inputs must not pass for a probability.
+    outputs = [session.run(None, {name: batch([image], card)})[0] for image in sample_photos() + random_images(card, 4)]
+    out = np.stack([np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs])  # one row per image
     in_unit = bool(((out >= -1e-6) & (out <= 1 + 1e-6)).all())
     if out.shape[1] > 1:
         sums_to_one = bool(np.allclose(out.sum(axis=1), 1.0, atol=1e-3))
@@ -358,6 +360,8 @@ def _quantize_pending(args, pending: Path, output: Path, q_out: Path) -> None:
 
 def quantize_command(args) -> int:
     output = Path(args.output)
+    if output.resolve() == Path(args.model).resolve():
+        raise ExportError(f"-o/--output must differ from the model it quantizes ({args.model})")
     _check_output(output)
     _write_quantized(args, Path(args.model), output, args.mode)
     return 0

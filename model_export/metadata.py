@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -222,11 +223,12 @@ def activation_problem(model, activation: str) -> str | None:
 
 
 def output_size(model) -> int | None:
-    """The size of the last axis of the (first) graph output, if static."""
-    dims = model.graph.output[0].type.tensor_type.shape.dim
-    if not dims or not dims[-1].HasField("dim_value"):
+    """Scores per example of the (first) graph output: the product of its dimensions after the batch, as
+    the function counts them ([N, 4, 1, 1] is 4 classes), or None when one is not static."""
+    dims = list(model.graph.output[0].type.tensor_type.shape.dim)[1:]
+    if not all(d.HasField("dim_value") for d in dims):
         return None
-    return int(dims[-1].dim_value)
+    return math.prod(int(d.dim_value) for d in dims)
 
 
 def write_card(model, card: ModelCard):

@@ -250,6 +250,10 @@ def quantize(
                 for (name, _), a, b in zip(photos, top_ref, top_got) if a != b
             ),
         )
+        if len(set(top_ref.tolist())) == 1 and len(x) > 1:  # the gate cannot see the other classes
+            log.warning("fp32 gives every check photo the same top-1 (%s): the top-1 gate cannot see damage to "
+                        "the other classes; check the INT8 model on photos of each class (--images)",
+                        label(int(top_ref[0])))
         if report.agreement < min_agreement:
             raise QuantizationError(
                 f"refusing to write {output}: INT8 top-1 agrees with fp32 on {report.top1_agree}/{len(x)} photos "

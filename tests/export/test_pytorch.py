@@ -373,3 +373,26 @@ def test_an_output_that_cannot_be_written_is_refused_before_converting(tmp_path,
     assert main(export + ["--output", str(tmp_path / "model.onnx")]) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models.onnx", "notes"]
+
+
+def _exported_card(tmp_path, factory: str, size: str, labels: list[str]) -> ModelCard:
+    label_file = tmp_path / "labels.txt"
+    label_file.write_text("\n".join(labels) + "\n")
+    out = tmp_path / "model.onnx"
+    assert main(["pytorch", f"torch_models:{factory}", "--size", size, "--preset", "unit", "--labels", str(label_file),
+                 "--output", str(out)]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    return ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
+
+
+def test_a_raw_score_that_lies_in_0_1_on_a_few_photos_is_not_taken_for_a_probability(tmp_path):
+    # auto used to decide on 3 photos and 2 random images: this logit is in [0, 1] there, -0.19 on a blue
+    # photo, and was served as a probability (china.jpg "cat 0.92", where the model says 0.52).
+    assert _exported_card(tmp_path, "small_logit", "32", ["cat", "dog"]).activation == "sigmoid"
+
+
+def test_an_n_c_1_1_output_counts_c_classes(tmp_path):
+    # The function flattens [N, 4, 1, 1] to 4 classes; the export read only the last axis (1) and refused
+    # 4 labels as "a single score", then suggested a sigmoid over what is a softmax head.
+    card = _exported_card(tmp_path, "conv_head", "16", ["a", "b", "c", "d"])
+    assert (card.labels, card.activation) == (("a", "b", "c", "d"), "softmax")

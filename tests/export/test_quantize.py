@@ -134,6 +134,14 @@ def test_quantize_command(tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_quantize_refuses_to_write_over_its_own_fp32_input(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(DEFAULT_MODEL.read_bytes())
+    assert main(["quantize", str(model), "-o", str(tmp_path / "." / "m.onnx")]) == 2
+    assert "must differ from the model" in capsys.readouterr().err
+    assert model.read_bytes() == DEFAULT_MODEL.read_bytes()
+
+
 def test_bench_int8_prints_the_documented_numbers(capsys):
     from bench.int8 import main as bench_main
 

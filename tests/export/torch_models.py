@@ -122,3 +122,23 @@ def image_and_optional_meta():
             return means if meta is None else means + meta
 
     return ImageAndOptionalMeta().eval()
+
+
+def small_logit():
+    """A binary classifier's raw logit, 2 * (mean red - mean blue) + 0.05: inside [0, 1] on many photos,
+    below 0 on a blue one (sklearn's china.jpg: 0.08, a probability of 0.52 once through the sigmoid)."""
+    import torch
+
+    class SmallLogit(torch.nn.Module):
+        def forward(self, x):
+            return 2 * (x[:, 0].mean(dim=(1, 2)) - x[:, 2].mean(dim=(1, 2))).unsqueeze(1) + 0.05
+
+    return SmallLogit().eval()
+
+
+def conv_head():
+    """Four classes out of a pooled 1x1 convolution: an (N, 4, 1, 1) output."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Conv2d(3, 4, 1)).eval()
