@@ -962,7 +962,7 @@ def _card(path: Path) -> Dict[str, object]:
 
     props = {p.key: p.value for p in onnx.load_model(str(path), load_external_data=False).metadata_props}
     try:
-        card = json.loads(props.get("image_classifier.card", "{}"))
+        card = json.loads(props.get("image_classifier.card", "{}"))  # classifier.spec.METADATA_KEY (numpy, Pillow: not here)
     except ValueError:
         card = {}
     return card if isinstance(card, dict) else {}

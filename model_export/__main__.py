@@ -328,9 +328,14 @@ def export(args) -> int:
     return 0
 
 
+def _int8_sibling(output: Path) -> Path:
+    """Where --quantize writes the INT8 copy by default, and what ModelVariant=int8 serves beside model.onnx."""
+    return output.with_name(f"{output.stem}-int8.onnx")
+
+
 def _warn_stale_int8(output: Path, written: Path | None) -> None:
     """The INT8 copy beside the output (what ModelVariant=int8 serves) was made from the model just replaced."""
-    sibling = output.with_name(f"{output.stem}-int8.onnx")
+    sibling = _int8_sibling(output)
     if sibling.exists() and (written is None or written.resolve() != sibling.resolve()):
         log.warning("%s is the INT8 copy of the model %s replaced, and ModelVariant=int8 still serves it: "
                     "re-export with --quantize static, or run 'python -m model_export quantize %s -o %s', "
@@ -340,7 +345,7 @@ def _warn_stale_int8(output: Path, written: Path | None) -> None:
 def _quantized_output(args, output: Path) -> Path | None:
     if not args.quantize:
         return None
-    q_out = Path(args.quantized_output) if args.quantized_output else output.with_name(f"{output.stem}-int8.onnx")
+    q_out = Path(args.quantized_output) if args.quantized_output else _int8_sibling(output)
     if q_out.resolve() == output.resolve():
         raise ExportError(f"--quantized-output must differ from --output ({output})")
     _check_output(q_out, "--quantized-output")

@@ -116,7 +116,7 @@ def _split_list(value: str) -> list[str]:
 
 
 def _check_encoding(event: Mapping[str, Any]) -> None:
-    codings = {coding.strip().lower() for coding in _header(event, "content-encoding").split(",")}
+    codings = {coding.strip().lower() for coding in _split_list(_header(event, "content-encoding"))}
     compressed = sorted(codings & COMPRESSED_CODINGS)
     if compressed:  # RFC 9110 15.5.16: an unsupported content coding is a 415
         raise UnsupportedMediaError(f"unsupported Content-Encoding {compressed[0]!r}: send the body uncompressed")

@@ -212,9 +212,16 @@ def _normalise_allow_entry(entry: str) -> str:
     if entry.startswith("*."):
         return "*." + _idna(entry[2:])
     host = _idna(entry)
-    if "." not in host and host != "localhost" and not _netguard.ends_in_number(host):
+    if _single_label(host) and not _netguard.ends_in_number(host):
         raise BadRequestError(f"{entry!r} is a single label: URLs may not name such a host (give img.example.com)")
     return host
+
+
+def _single_label(host: str) -> bool:
+    """A name without a dot (bar localhost): URLs may not name such a host, which the resolver would look
+    up in the function's DNS search domains. (A dotted name that does not exist may be tried there too,
+    after the name itself fails (resolv.conf ndots:1); its answer is checked all the same.)"""
+    return "." not in host and host != "localhost"
 
 
 def _idna(host: str) -> str:
@@ -381,9 +388,7 @@ def _check_url(url: str, policy: FetchPolicy, deadline: float) -> Target:
     else:
         if not policy.allow_private_urls and (host == "localhost" or host.endswith(".localhost")):
             raise BlockedUrlError("URL host is a non-public address")
-        # A single label would be tried in the function's DNS search domains. (A dotted name that does not
-        # exist may be too, after the name itself fails (resolv.conf ndots:1); its answer is checked all the same.)
-        if "." not in host and host != "localhost":
+        if _single_label(host):
             raise BadRequestError("URL host must be a fully qualified domain name")
         addresses = []
         for info in _resolve(host, port, policy, deadline):
@@ -476,9 +481,13 @@ def _attempts(addresses: Sequence[str]) -> list[str]:
     """The first CONNECT_ATTEMPTS_PER_FAMILY addresses of each family, in the resolver's order: a DNS
     answer of thousands of addresses must not make one request dial them all."""
     tried: list[str] = []
-    for family in (False, True):  # IPv4, IPv6
-        tried += [a for a in addresses if (":" in a) == family][:CONNECT_ATTEMPTS_PER_FAMILY]
-    return sorted(tried, key=addresses.index)
+    per_family = {False: 0, True: 0}  # IPv4, IPv6
+    for address in addresses:
+        family = ":" in address
+        if per_family[family] < CONNECT_ATTEMPTS_PER_FAMILY:
+            per_family[family] += 1
+            tried.append(address)
+    return tried
 
 
 def _request(target: Target, policy: FetchPolicy, clock: Deadline) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:

@@ -31,12 +31,12 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 DEFAULT_SERVICE = "image-classifier"
-IMAGE_INPUT_KINDS = ("url", "base64", "binary")  # RequestRecord.input_kind of a request that carried an image
 DEFAULT_NAMESPACE = "ImageClassifier"
 # Powertools reads these itself; the defaults above apply when they are unset or empty (an empty
 # service name makes Powertools filter out every log line; an empty namespace is invalid EMF).
 SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
 NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
+IMAGE_INPUT_KINDS = ("url", "base64", "binary")  # RequestRecord.input_kind of a request that carried an image
 
 
 # CloudWatch's rules for a metric namespace (AWS/ is reserved for AWS services).

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 2  # of the .json description (1, in a162bf0 only: the graph file's SHA-256)
 FOLDER = "optimized"
+X86_64_MACHINES = ("x86_64", "amd64")  # os.uname().machine, lower case, where NCHWc layouts exist
 PROBE_SUFFIX = ".probe"  # NAME.onnx.probe: the layout probe, optimised with the variant
 # Outputs that only float rounding separates (x86 kernels of one layout: SSE, AVX2, AVX-512 differ
 # by ~1e-5) pass; scaled by the largest expected value.
@@ -57,7 +58,7 @@ def cpu_layout(flags: set[str] | None = None, machine: str | None = None) -> str
     the probe, not the flags, decides whether it runs right here.
     """
     machine = (machine or os.uname().machine).lower()
-    if machine not in ("x86_64", "amd64"):
+    if machine not in X86_64_MACHINES:
         return None
     flags = _cpu_flags() if flags is None else flags
     if flags is None:

@@ -94,7 +94,7 @@ def _build_layout() -> str | None:
     """This machine's layout as onnxruntime applies it: the NCHWc block size read from the probe
     it optimises here, not from /proc/cpuinfo (under Docker's x86-64 emulation on an arm64 host,
     cpuinfo describes the host). None off x86-64 or where onnxruntime makes no NCHWc graph."""
-    if os.uname().machine.lower() not in ("x86_64", "amd64"):
+    if os.uname().machine.lower() not in preoptimized.X86_64_MACHINES:
         return None
     with tempfile.TemporaryDirectory() as scratch:
         probe = Path(scratch) / "probe.onnx"
@@ -186,8 +186,8 @@ def nchwc_block(model: bytes) -> int | None:
 
 
 def _records(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
-    """(field, wire type, value) of each field of one protobuf message: an int for varints,
-    the bytes for length-delimited fields, None for fixed-width ones."""
+    """(field, wire type, value) of each varint field (an int) and length-delimited field (its bytes)
+    of one protobuf message; fixed-width fields are skipped."""
     at = 0
     while at < len(buf):
         key, at = _varint(buf, at)
