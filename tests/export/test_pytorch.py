@@ -396,3 +396,18 @@ def test_an_n_c_1_1_output_counts_c_classes(tmp_path):
     # 4 labels as "a single score", then suggested a sigmoid over what is a softmax head.
     card = _exported_card(tmp_path, "conv_head", "16", ["a", "b", "c", "d"])
     assert (card.labels, card.activation) == (("a", "b", "c", "d"), "softmax")
+
+
+def test_the_int8_gate_says_when_every_check_photo_gets_the_same_class(tmp_path, caplog):
+    # Then top-1 agreement cannot see damage to the other classes (a review's "blue" detector passed 7/7).
+    labels = tmp_path / "labels.txt"
+    labels.write_text("other\nblue\n")
+    with caplog.at_level("WARNING", logger="model_export"):
+        assert main(["pytorch", "torch_models:always_second", "--size", "16", "--preset", "unit", "--labels",
+                     str(labels), "--output", str(tmp_path / "same.onnx"), "--quantize", "static"]) == 0
+    assert "fp32 gives every check photo the same top-1 (blue)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="model_export"):
+        assert main(["pytorch", "torch_models:conv_head", "--size", "16", "--preset", "unit", "--output",
+                     str(tmp_path / "varied.onnx"), "--quantize", "static", "--min-agreement", "0"]) == 0
+    assert "same top-1" not in caplog.text

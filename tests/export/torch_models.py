@@ -142,3 +142,14 @@ def conv_head():
 
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Conv2d(3, 4, 1)).eval()
+
+
+def always_second():
+    """Two scores whose second always wins (zero weights, biases 0 and 1): every photo gets the same top-1."""
+    import torch
+
+    head = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 1.0]))
+    return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), head).eval()
