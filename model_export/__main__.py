@@ -59,6 +59,17 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    """argparse type: a number >= 0 (inf allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0.0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m model_export",
@@ -131,12 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quant_options(parser) -> None:
-    from model_export.quantize import CALIBRATION_METHODS, FORMATS, QuantConfig
+    from model_export.quantize import (
+        CALIBRATION_METHODS,
+        DEFAULT_MAX_MEAN_SCORE_DIFF,
+        FORMATS,
+        QuantConfig,
+    )
 
     d = QuantConfig()
     q = parser.add_argument_group("INT8 quantization (defaults: the best measured, model_export/README.md)")
     q.add_argument("--min-agreement", type=_fraction, default=1.0,
                    help="minimum INT8 vs fp32 top-1 agreement on the check photos (default 1.0 = all)")
+    q.add_argument("--max-mean-score-diff", type=_non_negative, default=DEFAULT_MAX_MEAN_SCORE_DIFF,
+                   help="maximum mean over the check photos of each photo's largest INT8 vs fp32 score difference "
+                   f"(default {DEFAULT_MAX_MEAN_SCORE_DIFF}: 2x the bundled model's 0.020; inf = no score gate)")
     q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=d.method,
                    help=f"static calibration (default {d.method})")
     q.add_argument("--calibration-views", type=int, default=d.views,
@@ -166,8 +185,9 @@ def _write_quantized(args, fp32: Path, output: Path, mode: str) -> None:
     from model_export.quantize import calibration_photos, quantize
 
     report = quantize(fp32, output, sample_photos(args.images), mode=mode, min_agreement=args.min_agreement,
-                      calibration=calibration_photos(args.calibration_images), config=_quant_config(args),
-                      version_suffix=args.quantized_version_suffix)
+                      max_mean_score_diff=args.max_mean_score_diff,
+                      calibration=calibration_photos(args.calibration_images),
+                      config=_quant_config(args), version_suffix=args.quantized_version_suffix)
     print(report.table())
 
 
@@ -287,6 +307,8 @@ def export(args) -> int:
     if kind == "keras" and layout != "NHWC":
         raise ExportError("Keras models take NHWC input; --layout NCHW is only supported for PyTorch")
     if kind == "keras":
+        module.warn_double_normalisation(model, preprocessing)
+    if kind == "keras":
         proto, path_used = module.convert(model, height, width, opset=args.opset)
     else:
         proto, path_used = module.convert(model, height, width, opset=args.opset, layout=layout)
@@ -359,7 +381,7 @@ def _quantize_pending(args, pending: Path, output: Path, q_out: Path) -> None:
     except QuantizationError as exc:
         raise QuantizationError(
             f"{exc}\nthe fp32 model passed the parity check but is not written either: {output} is left as it "
-            "was (export without --quantize, or lower --min-agreement, to write it)"
+            "was (export without --quantize, or relax --min-agreement / --max-mean-score-diff, to write it)"
         ) from exc
 
 
@@ -373,8 +395,12 @@ def quantize_command(args) -> int:
 
 
 def check(args) -> int:
+    from model_export.metadata import read_card
+
     module = _source_module(args.source_kind)
     model = module.load(args.source)
+    if args.source_kind == "keras":
+        module.warn_double_normalisation(model, read_card(args.model).preprocessing)
     report = _run_check(args, Path(args.model), args.source_kind, model)
     report.raise_for_failure()
     return 0

@@ -165,5 +165,94 @@ def predictor(model, layout: str = "NHWC"):
     return predict
 
 
+def input_normalisation(model) -> list:
+    """The ``Rescaling`` / ``Normalization`` layers the model applies to its input itself: those met, in the
+    layers' (topological) order, before the first layer with weights (Conv, Dense, BatchNormalization...),
+    looking inside nested models. Such a layer after a weighted one is part of the network, not of the input
+    preprocessing, and is left out."""
+    _, keras = _tf()
+    found, _ = _input_prefix(model.layers, (keras.layers.Rescaling, keras.layers.Normalization), keras.Model)
+    return found
+
+
+def _input_prefix(layers, normalising: tuple, nested: type) -> tuple[list, bool]:
+    """(normalising layers before the first weighted one, whether a weighted one was met)."""
+    found: list = []
+    for layer in layers:
+        if isinstance(layer, nested):
+            inner, stopped = _input_prefix(layer.layers, normalising, nested)
+            found.extend(inner)
+            if stopped:
+                return found, True
+        elif isinstance(layer, normalising):  # Normalization holds weights (mean, variance): test it first
+            found.append(layer)
+        elif layer.weights:
+            return found, True
+    return found, False
+
+
+def describe_normalisation(layer) -> str:
+    """``Rescaling 'rescaling' (x * 0.003922 + 0)`` / ``Normalization 'norm' (mean [...], variance [...])``."""
+    kind = type(layer).__name__
+    if hasattr(layer, "scale"):
+        return f"{kind} {layer.name!r} (x * {_numbers(layer.scale)} + {_numbers(layer.offset)})"
+    invert = ", inverted" if getattr(layer, "invert", False) else ""
+    mean = layer.input_mean if layer.mean is None else layer.mean  # None until built (or adapted)
+    variance = layer.input_variance if layer.mean is None else layer.variance
+    return f"{kind} {layer.name!r} (mean {_numbers(mean)}, variance {_numbers(variance)}{invert})"
+
+
+def _numbers(values) -> str:
+    if values is None:
+        return "unknown"
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    text = [f"{v:.4g}" for v in flat]
+    return text[0] if len(text) == 1 else f"[{', '.join(text)}]"
+
+
+def _value_range(x: np.ndarray) -> str:
+    """``[lo, hi]`` over all channels of a (N, 1, 1, C) batch."""
+    return f"[{float(x.min()):.4g}, {float(x.max()):.4g}]"
+
+
+def warn_double_normalisation(model, preprocessing) -> list:
+    """Warn (and return the layers) when the model normalises its input itself (:func:`input_normalisation`)
+    while the card's preprocessing is not raw 0..255 pixels: the parity check feeds both sides the card's
+    tensors, so it passes, and the served model sees its input normalised twice."""
+    from classifier.spec import NORMALIZATION_PRESETS
+
+    raw = NORMALIZATION_PRESETS["raw"]
+    pre = preprocessing
+    if (pre.scale, pre.mean, pre.std) == (raw[0], tuple(raw[1]), tuple(raw[2])):
+        return []
+    layers = input_normalisation(model)
+    if not layers:
+        return []
+    pixels = np.array([0.0, 255.0], np.float32).reshape(2, 1, 1, 1) * np.ones((1, 1, 1, 3), np.float32)
+    card_x = (pixels * pre.scale - np.array(pre.mean, np.float32)) / np.array(pre.std, np.float32)
+    seen, meant = _through(layers, card_x), _through(layers, pixels)
+    log.warning(
+        "the Keras model normalises its input itself before its first weighted layer: %s; but the card "
+        "normalises the pixels too (scale %.4g, mean %s, std %s: 0..255 becomes %s), so the first weighted layer "
+        "will see %s "
+        "where raw pixels would give it %s. If these layers are the model's own preprocessing, export with "
+        "--preset raw; otherwise check the card with --reference-preprocess (your training preprocessing): "
+        "the parity check feeds both sides the card's tensors and cannot see this",
+        "; ".join(describe_normalisation(layer) for layer in layers), pre.scale, _numbers(pre.mean),
+        _numbers(pre.std), _value_range(card_x), seen, meant,
+    )
+    return layers
+
+
+def _through(layers, x: np.ndarray) -> str:
+    """The value range after ``layers`` applied in turn to the (N, 1, 1, 3) batch ``x``."""
+    try:
+        for layer in layers:
+            x = np.asarray(layer(x), dtype=np.float64)
+    except Exception as exc:  # Keras raises many types (an unbuilt Normalization): the warning still stands
+        return f"an unknown range ({type(exc).__name__}: {exc})"
+    return _value_range(x)
+
+
 def default_name(path: str | Path) -> str:
     return Path(path).stem

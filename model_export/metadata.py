@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Iterable, Sequence
 from classifier.spec import METADATA_KEY, NORMALIZATION_PRESETS, ModelCard, Preprocessing, SpecError
 
 from model_export.errors import ExportError
+
+log = logging.getLogger("model_export")
 
 _CALLABLE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -52,7 +55,7 @@ def build_preprocessing(
     else:
         p_scale, p_mean, p_std = 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     try:
-        return Preprocessing(
+        result = Preprocessing(
             height=int(height),
             width=int(width),
             resize=resize,
@@ -65,6 +68,29 @@ def build_preprocessing(
         )
     except SpecError as exc:
         raise ExportError(f"invalid preprocessing: {exc}") from exc
+    if scale is None:  # an explicit --scale 1 says the pixels really are 0..255
+        _warn_unit_mean_std(result.scale, mean, std)
+    return result
+
+
+def _warn_unit_mean_std(scale: float, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+    """Warn when --mean/--std look like values for [0, 1] pixels (torchvision's 0.485 / 0.229) but the
+    pixels reach them unscaled, as 0..255 (no --scale, and no preset that divides by 255)."""
+    if scale != 1.0:
+        return
+    suspicious = [
+        f"--{name} {' '.join(f'{v:g}' for v in values)}"
+        for name, values, identity in (("mean", mean, 0.0), ("std", std, 1.0))
+        if values and any(float(v) != identity for v in values) and all(abs(float(v)) <= 1.0 for v in values)
+    ]
+    if suspicious:
+        log.warning(
+            "%s: values <= 1 as for pixels in [0, 1], but no --scale (nor a preset that scales) is given, so they "
+            "apply to pixels 0..255 "
+            "(e.g. (255 - 0.485) / 0.229 = 1111); add --scale 0.00392156862745098 (1/255), or --preset imagenet "
+            "for torchvision's mean/std, unless the model was really trained on these values",
+            " and ".join(suspicious),
+        )
 
 
 def _three(values: Sequence[float], what: str) -> tuple[float, float, float]:

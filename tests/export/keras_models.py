@@ -101,3 +101,24 @@ def two_heads(size: int = 32):
     zeta = keras.layers.Dense(3, activation="softmax", name="zeta")(x)
     alpha = keras.layers.Dense(5, activation="softmax", name="alpha")(x)
     return keras.Model(inp, {"zeta": zeta, "alpha": alpha})
+
+
+def normalising_cnn(size: int = 32):
+    """Like keras.applications' EfficientNet / MobileNetV3 (include_preprocessing): the model normalises
+    its own raw 0..255 input, here inside a nested Sequential: Rescaling(1/127.5, offset=-1) then
+    Normalization with per-channel mean/variance, then the first weighted layer. The Rescaling after the
+    Conv is part of the network, not of the input preprocessing."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((size, size, 3))
+    preprocessing = keras.Sequential(
+        [keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_pm1"),
+         keras.layers.Normalization(mean=[0.1, 0.0, -0.1], variance=[0.25, 0.25, 0.25], name="norm")],
+        name="preprocessing",
+    )
+    x = preprocessing(inp)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.Rescaling(0.5, name="inner_scale")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))

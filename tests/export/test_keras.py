@@ -283,3 +283,41 @@ def test_a_model_with_several_inputs_is_refused_clearly(workdir, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and "must have exactly one input (the image), this one has 2" in err, err
         assert "tf2onnx" not in err
+
+
+def test_a_model_that_normalises_its_own_input_warns_unless_the_preset_is_raw(workdir, caplog):
+    """keras.applications' EfficientNet / MobileNetV3 rescale and normalise inside the model: with a card
+    that normalises too, the parity check passes (both sides get the card's tensors) and the server answers
+    wrong, so the export warns, naming the layers and the range the first weighted layer will see."""
+    source = workdir / "normalising.keras"
+    keras_models.normalising_cnn().save(source)
+    with caplog.at_level("WARNING", logger="model_export"):
+        assert main(["keras", str(source), "--preset", "imagenet", "--output",
+                     str(workdir / "norm-imagenet.onnx")]) == 0
+    warning = next(r.getMessage() for r in caplog.records if "normalises its input itself" in r.getMessage())
+    assert "Rescaling 'to_pm1' (x * 0.007843 + -1)" in warning
+    assert "Normalization 'norm' (mean [0.1, 0, -0.1], variance [0.25, 0.25, 0.25])" in warning
+    assert "inner_scale" not in warning  # after the Conv: part of the network, not input preprocessing
+    assert "0..255 becomes [-2.118, 2.64]" in warning and "where raw pixels would give it [-2.2, 2.2]" in warning
+    assert "--preset raw" in warning and "--reference-preprocess" in warning
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="model_export"):
+        assert main(["keras", str(source), "--preset", "raw", "--output", str(workdir / "norm-raw.onnx")]) == 0
+        assert main(["check", str(workdir / "norm-raw.onnx"), "keras", str(source)]) == 0
+    assert "normalises its input itself" not in caplog.text
+    with caplog.at_level("WARNING", logger="model_export"):  # `check` reads the card from the file
+        assert main(["check", str(workdir / "norm-imagenet.onnx"), "keras", str(source)]) == 0
+    assert "normalises its input itself" in caplog.text
+
+
+def test_normalising_layers_are_found_only_before_the_first_weighted_layer(keras_models_built):
+    import keras
+
+    small_cnn = keras_models_built["small_cnn"]
+    # the object, not its name: Keras numbers default names per process (rescaling, rescaling_1...)
+    assert keras_source.input_normalisation(small_cnn) == [small_cnn.layers[0]]
+    assert isinstance(small_cnn.layers[0], keras.layers.Rescaling)
+    assert keras_source.input_normalisation(keras_models_built["mobilenet_v2"]) == []
+    inp = keras.Input((8, 8, 3))
+    late = keras.Model(inp, keras.layers.Rescaling(2.0)(keras.layers.Dense(2)(inp)))  # after Dense: the network's
+    assert keras_source.input_normalisation(late) == []

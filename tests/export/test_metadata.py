@@ -200,3 +200,28 @@ def test_a_labels_file_that_is_not_utf8_is_a_clear_error(tmp_path, encoding):
     path.write_bytes("café\nthé\n".encode(encoding))
     with pytest.raises(ExportError, match=r"labels file .*labels.txt is not UTF-8 text .*save it as UTF-8"):
         load_labels(path)
+
+
+@pytest.mark.parametrize("options,warned", [
+    ({"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, "--mean 0.485 0.456 0.406 and --std 0.229"),
+    ({"preset": "raw", "std": [0.5]}, "--std 0.5:"),
+    ({"preset": "efficientnet-lite", "mean": [0.5]}, "--mean 0.5:"),
+])
+def test_mean_std_for_unit_pixels_without_a_scale_warn(caplog, options, warned):
+    # the pixels are 0..255: torchvision's mean 0.485 / std 0.229 is meant after /255
+    with caplog.at_level("WARNING", logger="model_export"):
+        build_preprocessing(8, 8, **options)
+    assert warned in caplog.text and "--scale 0.00392156862745098 (1/255)" in caplog.text
+
+
+@pytest.mark.parametrize("options", [
+    {"preset": "imagenet", "mean": [0.5], "std": [0.25]},  # the preset divides by 255
+    {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406]},
+    {"scale": 1.0, "mean": [0.5]},  # an explicit scale of 1: the user says the pixels stay 0..255
+    {"mean": [127.5], "std": [127.5]},
+    {"preset": "raw", "mean": [0], "std": [1]},  # identity
+])
+def test_mean_std_that_fit_the_pixel_scale_do_not_warn(caplog, options):
+    with caplog.at_level("WARNING", logger="model_export"):
+        build_preprocessing(8, 8, **options)
+    assert "--scale" not in caplog.text

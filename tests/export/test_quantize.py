@@ -5,6 +5,7 @@ written); the committed INT8 variant is exactly what ``make model-int8`` writes.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import onnx
 import onnxruntime as ort
@@ -24,8 +25,9 @@ INT8_MODEL = DEFAULT_MODEL.with_name("model-int8.onnx")
 
 @pytest.fixture(scope="module")
 def static_int8(tmp_path_factory, photos):
+    """What `make model-int8` runs."""
     out = tmp_path_factory.mktemp("q") / "model-int8.onnx"
-    report = quantize(DEFAULT_MODEL, out, photos, mode="static", min_agreement=1.0)
+    report = quantize(DEFAULT_MODEL, out, photos, mode="static", min_agreement=1.0, max_mean_score_diff=0.04)
     print(report.table())
     return out, report
 
@@ -37,11 +39,39 @@ def card_of(path) -> ModelCard:
 
 def test_calibration_photos_are_held_apart_from_the_check_photos():
     assert not set(CALIBRATION_PHOTOS) & set(PHOTOS)
+    assert ("skimage.data", "motorcycle_right.png") not in CALIBRATION_PHOTOS  # motorcycle_left.png's stereo twin
     found = calibration_photos()
-    assert len(found) == len(CALIBRATION_PHOTOS) == 14
+    assert len(found) == len(CALIBRATION_PHOTOS) == 14  # every packaged image is installed (export extra)
     views = with_views(found[:2], 4)
     assert len(views) == 8 and views[0][1] is found[0][1]
     assert [v.size for _, v in with_views(found[:2], 4)] == [v.size for _, v in views]  # deterministic
+
+
+def test_the_score_gate_refuses_scores_that_moved_although_top1_agrees(tmp_path, photos):
+    # measured: MinMax x1 view keeps 7/7 top-1 with a mean largest score difference of 0.026 per photo
+    out = tmp_path / "moved.onnx"
+    with pytest.raises(QuantizationError, match="refusing to write") as info:
+        quantize(DEFAULT_MODEL, out, photos, min_agreement=1.0, max_mean_score_diff=0.01, config=QuantConfig(views=1))
+    message = str(info.value)
+    assert "above the allowed 0.01 (--max-mean-score-diff)" in message
+    assert "top-1 agrees with fp32 on 7/7" in message and "below the required" not in message
+    assert "(required <= 0.01)" in message  # the table shows the requirement, like top-1's
+    assert not out.exists()
+    report = quantize(DEFAULT_MODEL, out, photos, min_agreement=1.0, max_mean_score_diff=0.05,
+                      config=QuantConfig(views=1))
+    assert report.written and 0.01 < report.mean_score_diff <= 0.05 and report.top1_agree == 7
+
+
+@pytest.mark.parametrize("bad", [-0.01, float("nan")])
+def test_max_mean_score_diff_below_0_is_refused_before_any_work(tmp_path, monkeypatch, bad):
+    import model_export.quantize
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("quantize started working on a bad max_mean_score_diff")
+
+    monkeypatch.setattr(model_export.quantize, "read_card", no_work)
+    with pytest.raises(ExportError, match=r"max_mean_score_diff must be a number >= 0, got "):
+        quantize(DEFAULT_MODEL, tmp_path / "never.onnx", [], max_mean_score_diff=bad)
 
 
 def test_static_int8_is_smaller_and_agrees_on_held_out_photos(static_int8, photos):
@@ -54,6 +84,7 @@ def test_static_int8_is_smaller_and_agrees_on_held_out_photos(static_int8, photo
     assert report.int8_bytes < report.fp32_bytes / 3
     assert report.int8_bytes == out.stat().st_size
     assert "top-1 agrees with fp32 on 7/7 held-out photos" in report.table()
+    assert "mean per photo 0.0197 (required <= 0.04)" in report.table()  # the gate's measurement, README
     fp32_card = read_card(DEFAULT_MODEL)
     assert card_of(out) == dataclasses.replace(fp32_card, version=f"{fp32_card.version}-int8")
     assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(out)).graph.node)
@@ -101,7 +132,7 @@ def test_per_tensor_weights_disagree_and_are_refused(tmp_path, photos):
 
 def test_excluded_nodes_stay_float(tmp_path, photos):
     out = tmp_path / "no-gemm.onnx"
-    report = quantize(DEFAULT_MODEL, out, photos, min_agreement=0.0,
+    report = quantize(DEFAULT_MODEL, out, photos, min_agreement=0.0, max_mean_score_diff=math.inf,
                       config=QuantConfig(exclude=("node_linear",), views=1))
     graph = onnx.load(str(out)).graph
     (gemm,) = [n for n in graph.node if n.op_type == "Gemm"]
@@ -112,7 +143,7 @@ def test_excluded_nodes_stay_float(tmp_path, photos):
 
 def test_dynamic_mode_reports_agreement(tmp_path, photos):
     out = tmp_path / "dyn.onnx"
-    report = quantize(DEFAULT_MODEL, out, photos, mode="dynamic", min_agreement=0.0)
+    report = quantize(DEFAULT_MODEL, out, photos, mode="dynamic", min_agreement=0.0, max_mean_score_diff=math.inf)
     print(report.table())
     assert report.written and out.is_file() and report.mode == "dynamic"
     assert 0 <= report.top1_agree <= report.count == 7
@@ -132,6 +163,15 @@ def test_quantize_command(tmp_path, capsys):
     # dynamic (weights only) flips 2 of the 7 photos (model_export/README.md): the gate fails
     assert main(["quantize", str(DEFAULT_MODEL), "-o", str(tmp_path / "x.onnx"), "--mode", "dynamic"]) == 1
     assert not (tmp_path / "x.onnx").exists()
+    # 7/7 top-1, but a mean largest score difference of 0.020 (measured) is above 0.01
+    assert main(["quantize", str(DEFAULT_MODEL), "-o", str(tmp_path / "x.onnx"), "--max-mean-score-diff", "0.01"]) == 1
+    assert "above the allowed 0.01 (--max-mean-score-diff)" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+    for bad in ("-1", "nan", "x"):
+        with pytest.raises(SystemExit) as info:
+            main(["quantize", str(DEFAULT_MODEL), "-o", str(tmp_path / "x.onnx"), "--max-mean-score-diff", bad])
+        assert info.value.code == 2
+    assert "must be a number >= 0, got -1" in capsys.readouterr().err
 
 
 def test_quantize_refuses_to_write_over_its_own_fp32_input(tmp_path, capsys):
