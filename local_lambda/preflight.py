@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -905,13 +906,28 @@ def _is_lfs_pointer(path: Path) -> bool:
 def _is_onnx_model(path: Path) -> bool:
     """Whether ``path`` parses as an ONNX ``ModelProto`` with a graph (onnx, a pinned dev dependency;
     external weights are not read)."""
+    return _onnx_facts(path)[0]
+
+
+def _onnx_facts(path: Path) -> Tuple[bool, Dict[str, str]]:
+    """(has a graph, metadata_props) of an ONNX file, parsed once while it is unchanged."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return False, {}
+    return _parse_onnx(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)  # keeps two small facts per file, not the 18 MB model
+def _parse_onnx(path: str, mtime_ns: int, size: int) -> Tuple[bool, Dict[str, str]]:
     import onnx
     from google.protobuf.message import DecodeError
 
     try:
-        return onnx.load_model(str(path), load_external_data=False).HasField("graph")
+        model = onnx.load_model(path, load_external_data=False)
     except (DecodeError, OSError, ValueError):
-        return False
+        return False, {}
+    return model.HasField("graph"), {p.key: p.value for p in model.metadata_props}
 
 
 def _source_file_problems(project: Project, label: str, source: Path, reported: Set[Path]) -> List[str]:
@@ -958,9 +974,7 @@ def _stale_int8_copies(project: Project, sources: Iterable[Path], reported: Set[
 def _card(path: Path) -> Dict[str, object]:
     """The model card in an ONNX file's metadata ({} if none). An INT8 copy keeps all of it but the
     version, which gets a suffix (``1`` -> ``1-int8``)."""
-    import onnx
-
-    props = {p.key: p.value for p in onnx.load_model(str(path), load_external_data=False).metadata_props}
+    props = _onnx_facts(path)[1]
     try:
         card = json.loads(props.get("image_classifier.card", "{}"))  # classifier.spec.METADATA_KEY (numpy, Pillow: not here)
     except ValueError:

@@ -255,6 +255,7 @@ def test_the_model_source_a_build_stage_converts_is_missing(project):
 @pytest.mark.parametrize("content, why", [(b"", "is empty"), (b"<html>404 Not Found</html>\n", "is not an ONNX model")])
 def test_an_empty_or_non_onnx_model_source(project, name, content, why):
     model = project / "predict_function" / "model" / name
+    assert _preflight(project, "files").result("files").status == PASS  # parsed once, while it was a model
     model.unlink()  # the hard link only
     model.write_bytes(content)
     message = _only_failure(_preflight(project, "files"), "files")
