@@ -57,9 +57,15 @@ def test_the_score_gate_refuses_scores_that_moved_although_top1_agrees(tmp_path,
     assert "top-1 agrees with fp32 on 7/7" in message and "below the required" not in message
     assert "(required <= 0.01)" in message  # the table shows the requirement, like top-1's
     assert not out.exists()
+    out.write_bytes(b"an older file")
+    linked = tmp_path / "linked.onnx"  # a copy of the tree made with hard links shares this inode
+    linked.hardlink_to(out)
     report = quantize(DEFAULT_MODEL, out, photos, min_agreement=1.0, max_mean_score_diff=0.05,
                       config=QuantConfig(views=1))
     assert report.written and 0.01 < report.mean_score_diff <= 0.05 and report.top1_agree == 7
+    assert card_of(out).version == "1-int8"
+    assert linked.read_bytes() == b"an older file"  # renamed over, not written through the link
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["linked.onnx", "moved.onnx"]  # no pending file left
 
 
 @pytest.mark.parametrize("bad", [-0.01, float("nan")])
