@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from local_lambda import Emulator, EmulatorError, rie_path
+
+
+def logs_once_they_hold(emulator: Emulator, text: str, patience_s: float = 30.0) -> str:
+    """The emulator's logs once ``text`` is in them (or as they are after ``patience_s``): the RIE writes its
+    REPORT line after the response has gone out, and the log reader thread may not have read it yet."""
+    give_up = time.monotonic() + patience_s
+    while text not in emulator.logs and time.monotonic() < give_up:
+        time.sleep(0.02)
+    return emulator.logs
 
 
 @pytest.fixture
@@ -57,7 +67,7 @@ def test_event_round_trip_in_a_lambda_like_process(fn, tiny_task_root):
     cpu = fn.runtime_cpu_ms()
     assert cpu is not None and cpu > 0  # at least the interpreter's start-up
     assert "tiny handler init" in fn.logs and 'handled {"hello": "world"' in fn.logs
-    assert "REPORT RequestId" in fn.logs
+    assert "REPORT RequestId" in logs_once_they_hold(fn, "REPORT RequestId")
 
 
 def test_an_exception_is_lambdas_error_document_and_the_process_stays_warm(fn):
