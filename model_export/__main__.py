@@ -142,12 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quant_options(parser) -> None:
-    from model_export.quantize import (
-        CALIBRATION_METHODS,
-        DEFAULT_MAX_MEAN_SCORE_DIFF,
-        FORMATS,
-        QuantConfig,
-    )
+    from model_export.quantize import CALIBRATION_METHODS, DEFAULT_MAX_MEAN_SCORE_DIFF, FORMATS, QuantConfig
 
     d = QuantConfig()
     q = parser.add_argument_group("INT8 quantization (defaults: the best measured, model_export/README.md)")
@@ -308,7 +303,6 @@ def export(args) -> int:
         raise ExportError("Keras models take NHWC input; --layout NCHW is only supported for PyTorch")
     if kind == "keras":
         module.warn_double_normalisation(model, preprocessing)
-    if kind == "keras":
         proto, path_used = module.convert(model, height, width, opset=args.opset)
     else:
         proto, path_used = module.convert(model, height, width, opset=args.opset, layout=layout)
