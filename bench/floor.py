@@ -24,7 +24,9 @@ What is timed (medians of ``repeats`` after one warm-up; milliseconds):
   normalise/transpose;
 * ``inference_ours`` / ``inference_default``: ``session.run`` on a prepared (1, 3, 224, 224) float32
   tensor, with our SessionOptions (``classifier.model.session_options``) / onnxruntime's defaults;
-* ``session_create_ours`` / ``session_create_default``: ``InferenceSession(model)`` (median of 3).
+* ``session_create_ours`` / ``session_create_default``: ``InferenceSession(model)`` (median of 3);
+* ``python_loop_2m``: a plain Python loop of 2M additions, a scalar-speed index of the host (results from
+  different machines differ by how fast they run scalar code, see "host" in the table's header).
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ def _after(before, fn, repeats: int) -> dict:
     return {"median": statistics.median(samples), "min": min(samples), "n": len(samples)}
 
 
+def _python_loop() -> None:
+    total = 0
+    for i in range(2_000_000):
+        total += i
+
+
 def main(config: dict) -> dict:
     import numpy as np
     import onnxruntime as ort
@@ -80,6 +88,7 @@ def main(config: dict) -> dict:
     default_session = create()
     card = ModelCard.from_metadata(ours_session.get_modelmeta().custom_metadata_map)
     spec = card.preprocessing
+    out["python_loop_2m"] = _median_ms(_python_loop, 3, warmup=0)
     out["intra_op_threads_ours"] = session_options(0).intra_op_num_threads
     out["session_create_ours"] = _median_ms(lambda: create(session_options(0)), 3, warmup=0)
     out["session_create_default"] = _median_ms(lambda: create(), 3, warmup=0)

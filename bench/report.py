@@ -150,6 +150,16 @@ def _f(v: Optional[float], digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _host_line(meta: Dict[str, Any], floor: Dict[str, Any]) -> str:
+    """Which CPU, and how fast it runs the two kinds of work the ratios mix (compare hosts by these)."""
+    host = meta.get("host") or {}
+    big = floor.get("images", {}).get("jpeg_12mp", {})
+    loop, full, draft = floor.get("python_loop_2m"), big.get("decode"), big.get("decode_draft")
+    return (f"host: {host.get('cpu_model') or 'CPU model unknown'} ({' '.join(host.get('simd') or []) or 'no SIMD flags read'}); "
+            f"speed: Python loop of 2M adds {_f(loop and loop['median'], 0)} ms, 12 MP JPEG full decode "
+            f"{_f(full and full['median'], 0)} ms, at {big.get('draft_size', '?')} {_f(draft and draft['median'], 0)} ms")
+
+
 def render(results: Dict[str, Any]) -> str:
     meta, fns, floor, r = results["meta"], results["functions"], results["floor"], results["ratios"]
     ours, base = fns["ours"], fns["baseline"]
@@ -164,6 +174,7 @@ def render(results: Dict[str, Any]) -> str:
         f"{meta.get('loadavg_1m_before_after')}",
         f"models: ours {meta.get('model_ours', 'model.onnx')} {meta.get('parameter_overrides') or ''}, baseline model.onnx"
         + (f"; baseline ENV + {meta['baseline_env']}" if meta.get("baseline_env") else ""),
+        _host_line(meta, floor),
         "",
     ]
     header = f"{'metric':<40} {'ours':>10} {'baseline':>10} {'ours/base':>9} {'floor':>10}"

@@ -283,6 +283,7 @@ def run_benchmark(sessions: int, warm: int, floor_repeats: int, build_dir: Path 
             "git_commit": _git_commit(),
             "machine": platform.machine(),
             "cpus": _cpus(),
+            "host": _host(),
             "runtime_python": floor.get("python"),
             "onnxruntime": floor.get("onnxruntime"), "numpy": floor.get("numpy"), "pillow": floor.get("pillow"),
             "memory_mb": functions[OURS].memory_mb,
@@ -347,6 +348,21 @@ def _cpus() -> int:
     import os
 
     return len(os.sched_getaffinity(0))
+
+
+def _host() -> Dict[str, Any]:
+    """The CPU the figures came from: model name and the SIMD flags the decoders and onnxruntime use."""
+    facts: Dict[str, Any] = {"cpu_model": None, "simd": []}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return facts
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    flags = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    facts["cpu_model"] = model.group(1).strip() if model else None
+    present = set(flags.group(1).split()) if flags else set()
+    facts["simd"] = [f for f in ("sse4_2", "avx2", "avx512f", "avx512_vnni", "asimd") if f in present]
+    return facts
 
 
 def _git_commit() -> Optional[str]:

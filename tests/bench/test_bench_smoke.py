@@ -62,6 +62,9 @@ def test_every_figure_is_there(results):
     quota = results["meta"]["cpu_quota"]  # under Lambda's CPU time for 2048 MB where cgroups allow it, and said
     assert quota["note"] and (quota["cpus"] is None or round(quota["cpus"], 2) == 1.16)
     assert report.render(results).splitlines()[1] == f"CPU: {quota['note']}"
+    host = results["meta"]["host"]  # which CPU, and its speed on scalar code, so runs on two hosts can be told apart
+    assert host["cpu_model"] and isinstance(host["simd"], list) and floor["python_loop_2m"]["median"] > 0
+    assert report.render(results).splitlines()[4].startswith(f"host: {host['cpu_model']} (")
     memory = results["meta"]["memory_limit"]  # Lambda's memory limit where cgroups allow it, and said
     assert memory.startswith(("cgroup v", "memory not enforced")) and f"({memory})" in report.render(results).splitlines()[0]
 
