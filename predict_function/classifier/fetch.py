@@ -22,8 +22,10 @@ inside a VPC, private networks. ``fetch_url`` only ever talks to public addresse
    name has. TLS is verified
    against the host name, which is also sent as SNI and in the ``Host`` header.
 4. Redirects are followed by hand, at most ``max_redirects``, each target checked like the
-   original URL. Bodies are read with ``Accept-Encoding: identity`` and counted while
-   streaming against ``max_download_bytes``; an absolute deadline (``time.monotonic()``)
+   original URL (and never from https to plain http). Bodies are read with
+   ``Accept-Encoding: identity`` and counted while streaming against ``max_download_bytes``;
+   every byte around them too (headers, interim responses, chunk framing, trailers: see
+   ``_Response``), so what one request downloads is bounded; an absolute deadline (``time.monotonic()``)
    bounds DNS, connect, TLS, headers and body together: a watchdog shuts the socket down
    when it passes, so a server trickling bytes cannot hold the function (``_deadline``).
 
@@ -52,6 +54,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import email.errors
+import functools
 import http.client
 import io
 import logging
@@ -93,6 +97,12 @@ MAX_URL_LENGTH = 4096
 # callers cannot probe which names a private DNS zone (a function in a VPC) holds.
 NO_PUBLIC_ADDRESS = "URL host does not resolve to a public address"
 CONNECT_ATTEMPTS_PER_FAMILY = 3
+# What a response may carry besides its body (see _Response): the status lines and headers of the final
+# response and of every interim one together (Node's http allows 16 KiB), and chunk-size lines with their
+# extensions plus trailers (a body sent in 4 KiB chunks spends ~0.2 % of its size on them).
+MAX_HEADER_BYTES = 64 * 1024
+MAX_FRAMING_BYTES = 1024 * 1024
+MAX_INTERIM_RESPONSES = 5
 _CHUNK = 64 * 1024
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -428,30 +438,83 @@ def _check_url(url: str, policy: FetchPolicy, deadline: float) -> Target:
 # --- HTTP over a pre-connected socket ------------------------------------------------------
 
 
+class _Metered(io.RawIOBase):
+    """The connection's bytes as they come off the socket, every one counted against ``limit``:
+    status lines, headers, interim responses, chunk sizes with their extensions, trailers and the
+    body alike (http.client drops all but the body unseen, so a count of body bytes alone let a
+    server send gigabytes around a small image until the deadline)."""
+
+    def __init__(self, raw: io.RawIOBase, limit: int, over: str) -> None:
+        super().__init__()
+        self._raw, self.limit, self.over, self.count = raw, limit, over, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        n = self._raw.readinto(buffer)
+        if n:
+            self.count += n
+            if self.count > self.limit:
+                raise UpstreamError(self.over)
+        return n
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
 class _Response(http.client.HTTPResponse):
-    """http.client's response, past every interim (1xx) response to the final one: RFC 9110
-    (15.2) has a client parse any number of them, expected or not, and servers send 103 Early
+    """http.client's response, past every interim (1xx) response to the final one, read through a
+    byte count (``_Metered``).
+
+    RFC 9110 (15.2) has a client parse 1xx responses, expected or not, and servers send 103 Early
     Hints over HTTP/1.1 (Node's writeEarlyHints); http.client itself skips only 100 Continue and
     took a 103 for the answer (502). 101 stays final: asked for no upgrade, it is refused as a
-    non-2xx status. Their headers are read under http.client's limits, the flood under the deadline."""
+    non-2xx status. At most ``MAX_INTERIM_RESPONSES`` (Go's net/http allows 5).
+
+    Until the final response's headers are in, everything read counts against
+    ``MAX_HEADER_BYTES``: http.client alone allows 100 header lines of 64 KiB per response, and
+    ``email``, which parses them, spends seconds of CPU on a few MB of bare CRs, CPU the deadline
+    cannot interrupt. After them, the body's cap plus ``MAX_FRAMING_BYTES``. A header line that
+    ``email`` cannot read ends the headers there and hides the rest (a ``Content-Encoding`` or
+    ``Content-Length`` after it): refused."""
+
+    def __init__(self, sock: socket.socket, *args: Any, body_cap: int, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # http.client's reader, unused: its own makefile, released
+        self._meter = _Metered(sock.makefile("rb", buffering=0), MAX_HEADER_BYTES,
+                               f"upstream sent more than {MAX_HEADER_BYTES // 1024} KiB of response headers")
+        self.fp = io.BufferedReader(self._meter)
+        self._body_cap = body_cap
+
+    def begin(self) -> None:
+        super().begin()
+        if any(isinstance(d, email.errors.MissingHeaderBodySeparatorDefect) for d in self.msg.defects):
+            raise UpstreamError("upstream sent a malformed header line")
+        self._meter.limit = self._meter.count + self._body_cap + MAX_FRAMING_BYTES
+        self._meter.over = "upstream sent too much HTTP framing (chunk extensions, trailers) around the body"
 
     def _read_status(self) -> tuple[str, int, str]:
-        while True:
+        for _ in range(MAX_INTERIM_RESPONSES + 1):
             version, status, reason = super()._read_status()
             if not 100 <= status < 200 or status == 101:
                 return version, status, reason
             http.client.parse_headers(self.fp)  # the interim response's headers, discarded
+        raise UpstreamError(f"upstream sent more than {MAX_INTERIM_RESPONSES} interim (1xx) responses")
 
 
 class _PinnedConnection(http.client.HTTPConnection):
     """An http.client connection over the socket we opened (and, for https, wrapped in TLS)
-    to the validated address. It never opens a socket itself: a reconnect would bypass validation."""
+    to the validated address. It never opens a socket itself: a reconnect would bypass validation.
+    Its response reads at most ``body_cap`` body bytes plus the framing allowances (``_Response``)."""
 
-    response_class = _Response
-
-    def __init__(self, host: str, port: int, timeout: float, sock: socket.socket) -> None:
+    def __init__(self, host: str, port: int, timeout: float, sock: socket.socket, body_cap: int) -> None:
         super().__init__(host, port, timeout=timeout)
         self.sock = sock
+        self.response_class = functools.partial(_Response, body_cap=body_cap)  # type: ignore[assignment]
 
     def connect(self) -> None:
         raise ConnectionError("pinned connection cannot reconnect")
@@ -497,7 +560,7 @@ def _request(target: Target, policy: FetchPolicy, clock: Deadline) -> tuple[http
         sock.settimeout(timeout)
         if target.scheme == "https":  # handshake now; certificate checked against the host name, also the SNI
             sock = policy.ssl_context().wrap_socket(sock, server_hostname=target.host)
-        conn = _PinnedConnection(target.host, target.port, timeout, sock)
+        conn = _PinnedConnection(target.host, target.port, timeout, sock, policy.max_download_bytes)
         conn.request(
             "GET",
             target.request_target,
@@ -562,13 +625,15 @@ def _fetch(url: str, policy: FetchPolicy, clock: Deadline) -> "Fetched":
                 raise UpstreamError(f"too many redirects (the limit is {policy.max_redirects})")
             redirects += 1
             try:
-                target = _check_url(urljoin(target.url, location.strip()), policy, clock.at)
+                previous, target = target, _check_url(urljoin(target.url, location.strip()), policy, clock.at)
             except ValueError as exc:  # urljoin: "Invalid IPv6 URL" and the like
                 raise UpstreamError("upstream redirected to an unusable URL") from exc
             except BadRequestError as exc:
                 raise UpstreamError(f"upstream redirected to an unusable URL: {exc.message}") from exc
             except BlockedUrlError as exc:
                 raise BlockedUrlError(f"redirect refused: {exc.message}") from exc
+            if previous.scheme == "https" and target.scheme == "http":  # anyone on the path could swap the image
+                raise UpstreamError("upstream redirected from https to plain http")
         except BaseException:
             response.close()
             conn.close()

@@ -699,7 +699,7 @@ def test_the_pinned_connection_never_opens_a_socket_itself():
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     listener.close()
-    conn = fetch._PinnedConnection("127.0.0.1", port, 1.0, socket.socket())
+    conn = fetch._PinnedConnection("127.0.0.1", port, 1.0, socket.socket(), 1000)
     conn.close()
     with pytest.raises(ConnectionError, match="cannot reconnect"):
         conn.request("GET", "/")
@@ -772,6 +772,31 @@ def test_https_with_verification_sni_and_host_header(tls_server, tls_material):
     assert data == PNG
     assert tls_server.snis == [TLS_HOST]
     assert tls_server.requests[0].headers["host"] == f"{TLS_HOST}:{tls_server.port}"
+
+
+def _tls_and_plain(server_factory, tls_material, tls_routes, plain_routes):
+    _, cert, key = tls_material
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    secure, plain = server_factory(tls_routes, tls=context), server_factory(plain_routes)
+    policy = make_policy(FakeResolver({TLS_HOST: ["127.0.0.1"]}), allowed_ports=(secure.port, plain.port),
+                         exempt_networks=EXEMPT_LOOPBACK, ca_bundle=str(tls_material[0]))
+    return secure, plain, policy
+
+
+def test_https_redirecting_to_plain_http_is_refused(server_factory, tls_material):
+    # Asked for https, the image must not come over a connection anyone on the path could rewrite.
+    secure, plain, policy = _tls_and_plain(server_factory, tls_material, {}, {"/cat.png": image(PNG)})
+    secure.routes["/go"] = redirect(f"http://{TLS_HOST}:{plain.port}/cat.png")
+    with pytest.raises(errors.UpstreamError, match="from https to plain http"):
+        fetch_all(f"https://{TLS_HOST}:{secure.port}/go", policy, deadline=soon())
+    assert plain.requests == []
+
+
+def test_plain_http_redirecting_to_https_is_followed(server_factory, tls_material):
+    secure, plain, policy = _tls_and_plain(server_factory, tls_material, {"/cat.png": image(PNG)}, {})
+    plain.routes["/go"] = redirect(f"https://{TLS_HOST}:{secure.port}/cat.png")
+    assert fetch_all(f"http://{TLS_HOST}:{plain.port}/go", policy, deadline=soon()) == PNG
 
 
 def test_https_wrong_hostname_fails_verification(tls_server, tls_material):

@@ -1,5 +1,5 @@
-"""classifier.fetch at the edges of HTTP: interim (1xx) responses, repeated Content-Encoding
-headers, a redirect hop's socket, proxy variables.
+"""classifier.fetch at the edges of HTTP: interim (1xx) responses, bytes around the body (headers,
+chunk framing, trailers), repeated Content-Encoding headers, a redirect hop's socket, proxy variables.
 
 Same rule as test_fetch.py: nothing connects anywhere but loopback (the autouse fixture in
 conftest.py refuses it), blocked addresses only ever reach the fake resolver.
@@ -75,7 +75,8 @@ def test_interim_responses_without_a_final_one_are_a_bad_gateway(server_factory)
     assert info.value.status == 502
 
 
-def test_endless_interim_responses_are_cut_by_the_deadline(server_factory):
+def test_endless_interim_responses_are_refused_after_five(server_factory):
+    # Go's net/http allows 5 too: each costs a header parse, and tiny 103s are cheap to send.
     outcome = Outcome()
 
     def endless(conn, request):
@@ -89,25 +90,100 @@ def test_endless_interim_responses_are_cut_by_the_deadline(server_factory):
         outcome.end("gave up")
 
     server = server_factory({"/x": endless})
-    with pytest.raises(errors.UpstreamTimeoutError):
-        _fetch_all(server.url("/x"), _policy_for(server, read_timeout=5), seconds=0.5)
+    with pytest.raises(errors.UpstreamError, match="more than 5 interim"):
+        _fetch_all(server.url("/x"), _policy_for(server, read_timeout=5))
     assert outcome.wait() == "client closed"  # the fetcher hung up, not the server (after 5 s)
+
+
+def test_five_interim_responses_are_still_skipped(server_factory):
+    server = server_factory({"/cat.png": _raw(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" * 5 + FINAL)})
+    assert _fetch_all(server.url("/cat.png"), _policy_for(server)) == PNG
+
+
+# --- bytes around the body: headers, chunk framing, trailers -------------------------------------
+
+
+def _flood(head: bytes, unit: bytes, units: int, tail: bytes, outcome: Outcome):
+    """Send ``head``, ``units`` times ``unit`` (~tens of MB), then ``tail``; tell whether the client hung up."""
+    def route(conn, request):
+        try:
+            conn.sendall(head)
+            for _ in range(units):
+                conn.sendall(unit)
+            conn.sendall(tail)
+        except OSError:
+            return outcome.end("client closed")
+        outcome.end("sent all")
+    return route
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+EXTENSION = b";x=" + b"a" * 60_000  # http.client reads and drops chunk extensions unseen
+
+
+@pytest.mark.parametrize("head, unit, tail", [
+    # 1-byte chunks, each with a 60 KB extension: 108 bytes of body in 6.5 MB of framing
+    (CHUNKED_HEAD + b"%x\r\n%s\r\n" % (len(PNG), PNG), b"1" + EXTENSION + b"\r\nx\r\n", b"0\r\n\r\n"),
+    # a whole body, then endless trailer lines after its last chunk
+    (CHUNKED_HEAD + b"%x\r\n%s\r\n0\r\n" % (len(PNG), PNG), b"X-Trailer: " + b"a" * 60_000 + b"\r\n", b"\r\n"),
+], ids=["chunk-extensions", "trailers"])
+def test_framing_around_a_small_body_is_counted_against_the_download(server_factory, head, unit, tail):
+    # Before, only body bytes were counted: this 60 MB response was read to its end and accepted.
+    outcome = Outcome()
+    server = server_factory({"/x": _flood(head, unit, tail=tail, units=1000, outcome=outcome)})
+    with pytest.raises(errors.UpstreamError, match="framing"):
+        _fetch_all(server.url("/x"), _policy_for(server, max_download_bytes=10_000))
+    assert outcome.wait() == "client closed"
+
+
+def test_ordinary_chunked_framing_fits_the_allowance(server_factory):
+    # A body at the cap, in 1 KiB chunks (~0.6 % framing), with a trailer: accepted whole.
+    body = PNG + bytes(range(256)) * 3900
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 1024]), body[i:i + 1024]) for i in range(0, len(body), 1024))
+    server = server_factory({"/x": _raw(CHUNKED_HEAD + chunks + b"0\r\nX-Checksum: 1\r\n\r\n")})
+    assert _fetch_all(server.url("/x"), _policy_for(server, max_download_bytes=len(body))) == body
+
+
+INTERIM_30KB = b"HTTP/1.1 103 Early Hints\r\nLink: </" + b"a" * 30_000 + b">\r\n\r\n"
+
+
+@pytest.mark.parametrize("response", [
+    b"HTTP/1.1 200 OK\r\n" + (b"X-Pad: " + b"a" * 1000 + b"\r\n") * 80 + b"\r\n" + PNG,
+    # bare CRs: email's parser takes each for a line (~2 s of CPU for 6 MB)
+    b"HTTP/1.1 200 OK\r\n" + (b"X-Pad: " + b"a\r" * 500 + b"\r\n") * 80 + b"\r\n" + PNG,
+    INTERIM_30KB * 3 + FINAL,  # interim responses count towards the same 64 KiB
+], ids=["long", "bare-CR", "interim"])
+def test_more_than_64_kib_of_headers_is_refused(server_factory, response):
+    # http.client alone allows 100 lines of 64 KiB per response; the CPU they cost to parse no deadline interrupts.
+    server = server_factory({"/x": _raw(response)})
+    with pytest.raises(errors.UpstreamError, match="64 KiB of response headers"):
+        _fetch_all(server.url("/x"), _policy_for(server))
+
+
+def test_large_but_ordinary_headers_are_accepted(server_factory):
+    cookies = b"".join(b"Set-Cookie: c%d=%s\r\n" % (i, b"v" * 1000) for i in range(40))  # 40 KB
+    server = server_factory({"/x": _raw(FINAL.replace(b"\r\n\r\n", b"\r\n" + cookies + b"\r\n", 1))})
+    assert _fetch_all(server.url("/x"), _policy_for(server)) == PNG
 
 
 # --- Content-Encoding ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers", [
-    b"Content-Encoding: identity\r\nContent-Encoding: gzip\r\n",
-    b"Content-Encoding: \r\nContent-Encoding: br\r\n",
-])
-def test_a_compressed_body_is_refused_whichever_content_encoding_header_says_so(server_factory, headers):
-    # Nothing decompresses a body; a second Content-Encoding header must not slip a compressed
-    # one past the check to the decoder (which would answer 415 instead of this 502).
+@pytest.mark.parametrize("headers, refusal", [
+    (b"Content-Encoding: identity\r\nContent-Encoding: gzip\r\n", "compressed"),
+    (b"Content-Encoding: \r\nContent-Encoding: br\r\n", "compressed"),
+    # email stops reading headers at a line it cannot parse, so the Content-Encoding after it went unseen
+    (b"X-No-Colon-Here\r\nContent-Encoding: gzip\r\n", "malformed header line"),
+    (b"Content-Encoding : gzip\r\n", "malformed header line"),
+], ids=["identity-then-gzip", "empty-then-br", "hidden-by-a-line-without-colon", "space-before-colon"])
+def test_a_compressed_body_is_refused_whichever_content_encoding_header_says_so(server_factory, headers, refusal):
+    # Nothing decompresses a body; a second Content-Encoding header, or one hidden from the header
+    # parser, must not slip a compressed one past the check to the decoder (which would answer 415
+    # instead of this 502).
     body = b"\x1f\x8b\x08\x00" + b"\x00" * 20
     server = server_factory({"/gz": _raw(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n" + headers
                                          + b"Content-Length: %d\r\n\r\n" % len(body) + body)})
-    with pytest.raises(errors.UpstreamError, match="compressed"):
+    with pytest.raises(errors.UpstreamError, match=refusal):
         _fetch_all(server.url("/gz"), _policy_for(server))
 
 
