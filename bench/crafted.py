@@ -196,3 +196,41 @@ def jpeg_scan_bomb(width: int = 1500, height: int = 1500, repeats: int = 3000) -
     """A progressive gray JPEG whose last scan (a few bytes of end-of-band runs) is repeated:
     ~100 KB that costs `repeats` passes over the image when nothing limits the scans."""
     return jpeg_repeat_last_scan(encode(Image.new("L", (width, height), 128), "JPEG", progressive=True), repeats)
+
+
+def jpeg_sequential_scans(width: int = 1024, height: int = 1024, repeats: int = 0) -> bytes:
+    """A mid-gray sequential (baseline) JPEG with its 3 components in separate scans, the first scan
+    repeated ``repeats`` more times (hand-built: Pillow writes every component in one scan). libjpeg
+    reads any number of scans of such a frame, each a full pass over the blocks; arithmetic coding
+    makes a repeat of a flat image ~11 bytes (a 13 KB file of 7000 x 7000 held 30 s of CPU), this
+    Huffman one 2 bits a block (one-code tables: DC difference 0, end of block)."""
+    def segment(marker: int, payload: bytes) -> bytes:
+        return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+
+    blocks = -(-width // 8) * -(-height // 8)
+    bits = "00" * blocks + "1" * (-2 * blocks % 8)  # a byte of all ones cannot occur: no FF to stuff
+    data = int(bits, 2).to_bytes(len(bits) // 8, "big")
+    header = (b"\xff\xd8" + segment(0xDB, b"\x00" + b"\x01" * 64)
+              + segment(0xC0, struct.pack(">BHHB", 8, height, width, 3) + b"".join(bytes((i, 0x11, 0)) for i in (1, 2, 3)))
+              + segment(0xC4, b"\x00" + b"\x01" + b"\x00" * 15 + b"\x00")  # DC table 0: one code, category 0
+              + segment(0xC4, b"\x10" + b"\x01" + b"\x00" * 15 + b"\x00"))  # AC table 0: one code, end of block
+    scans = [segment(0xDA, bytes((1, i, 0x00, 0, 63, 0))) + data for i in (1, 2, 3)]
+    return header + scans[0] * (repeats + 1) + scans[1] + scans[2] + b"\xff\xd9"
+
+
+def bmp_rle8(width: int, height: int) -> bytes:
+    """A run-length-encoded 8-bit BMP whose rows each hold one pixel then end (4 bytes a row): Pillow
+    pads every row to its width one byte at a time in Python."""
+    rows = b"\x01\x07\x00\x00" * height + b"\x00\x01"
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(rows), 2835, 2835, 256, 0)
+    offset = 14 + len(info) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(rows), 0, 0, offset) + info + palette + rows
+
+
+def exif_with_odd_tag(orientation: int) -> bytes:
+    """An EXIF block (APP1/eXIf payload) with ``orientation`` and ResolutionUnit stored as a LONG of
+    100000 (Pillow's table says SHORT): rewriting it, as ImageOps.exif_transpose does after turning
+    the image, raises struct.error (phone photos with such tags: Pillow issues #4037, #8965)."""
+    entries = struct.pack("<HHLHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<HHLL", 0x0128, 4, 1, 100000)
+    return b"Exif\x00\x00II*\x00" + struct.pack("<LH", 8, 2) + entries + struct.pack("<L", 0)

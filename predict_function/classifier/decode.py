@@ -7,7 +7,7 @@ import warnings
 from typing import BinaryIO, Callable
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 # The decoders of ALLOWED_FORMATS, registered at import (cold start). Left to Image.open, the first
 # request would import them (~9 ms), and the first WebP/GIF/BMP/TIFF one every plugin Pillow has.
@@ -31,17 +31,36 @@ Image.preinit()  # the other decoders Image.open would import first (PPM)
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 # PNG gray rawmodes Pillow scales to 8 bits -> the factor (0-3 -> 0-255, 0-15 -> 0-255).
 _LOW_BIT_GRAY_SCALE = {"L;2": 0x55, "L;4": 0x11}
-# EXIF orientation -> what ImageOps.exif_transpose does to the axes: (swaps them, reverses the
-# upright x axis, reverses the upright y axis). Other values: exif_transpose leaves the image.
-_ORIENTATION_AXES = {
-    2: (False, True, False),  # FLIP_LEFT_RIGHT
-    3: (False, True, True),  # ROTATE_180
-    4: (False, False, True),  # FLIP_TOP_BOTTOM
-    5: (True, False, False),  # TRANSPOSE
-    6: (True, True, False),  # ROTATE_270 (90 degrees clockwise)
-    7: (True, True, True),  # TRANSVERSE
-    8: (True, False, True),  # ROTATE_90
+# EXIF orientation -> the transpose that makes the image upright (ImageOps.exif_transpose's), and what
+# it does to the axes: (swaps them, reverses the upright x axis, reverses the upright y axis). Other
+# values: the image is left as stored.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,  # 90 degrees clockwise
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
 }
+_ORIENTATION_AXES = {
+    2: (False, True, False),
+    3: (False, True, True),
+    4: (False, False, True),
+    5: (True, False, False),
+    6: (True, True, False),
+    7: (True, True, True),
+    8: (True, False, True),
+}
+# Bytes a decoded image costs per row, besides its pixels (DECODE_BYTES_PER_PIXEL): Pillow keeps a row
+# pointer (8 bytes) in each of the up to 5 images a decode builds (the frame, a transposed copy, RGBA,
+# its alpha band, the white background). A 1 x 50M-pixel PNG with alpha (146 KB) peaked at 2.3 GB, 45
+# bytes a pixel, against the 18 a pixel budget alone allows; a row is charged for each pixel of the
+# longer side (a transpose swaps them).
+DECODE_BYTES_PER_ROW = 48
+# Pillow decodes a run-length-encoded BMP (RLE8, RLE4) in Python, a step per pixel: a 29 KB file of
+# 7071 x 7071 held 11-13 s of CPU. Such files are icons and old Windows graphics, a few pixels across.
+MAX_BMP_RLE_PIXELS = 2_000_000
 
 
 def decode_image(
@@ -82,11 +101,12 @@ def decode_image(
             full_size = image.size
             reduced = None
             if isinstance(image, JpegImagePlugin.JpegImageFile):  # (MPO too)
-                if image.info.get("progressive"):  # load() reads through it: no scan bomb
+                if _several_scans(image, first_scan):  # load() reads through it: no scan bomb
                     image.fp = ScanLimitedReader(image.fp)
                 if draft_size is not None:
                     reduced = image.draft(image.mode, _stored_draft_size(image, draft_size))
             _check_decoded_pixels(image, full_size, first_scan, max_decoded_pixels)
+            _check_bmp_compression(image)
             png = image.format == "PNG"
             if png and "transparency" in image.info:
                 _scale_low_bit_gray_key(image)
@@ -101,8 +121,7 @@ def decode_image(
             if sixteen_bit_key:
                 _apply_sixteen_bit_key(image, source)
             grid = _source_grid(image, full_size, reduced)  # before the orientation is consumed
-            ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
-            image = to_rgb(image)
+            image = to_rgb(_upright(image))
             if grid is not None:
                 image.info[SOURCE_GRID_KEY] = grid
             return image
@@ -203,13 +222,15 @@ def _ceil(numerator: int, denominator: int) -> int:
 
 def _check_decoded_pixels(image: Image.Image, full_size: tuple[int, int], first_scan: int | None,
                           max_decoded_pixels: int | None) -> None:
-    """The pixels about to be decoded (a JPEG's after its DCT reduction), and the full-size
-    coefficients a JPEG read in several scans holds besides (as pixels of DECODE_BYTES_PER_PIXEL),
-    against what memory holds (no check where that is unknown)."""
+    """The pixels about to be decoded (a JPEG's after its DCT reduction), plus their rows
+    (DECODE_BYTES_PER_ROW) and the full-size coefficients a JPEG read in several scans holds
+    (both as pixels of DECODE_BYTES_PER_PIXEL), against what memory holds (no check where that
+    is unknown)."""
     if max_decoded_pixels is None:
         return
     held = _ceil(_held_coefficients(image, full_size, first_scan), DECODE_BYTES_PER_PIXEL)
-    if image.width * image.height + held > max_decoded_pixels:
+    rows = _ceil(max(image.size) * DECODE_BYTES_PER_ROW, DECODE_BYTES_PER_PIXEL)
+    if image.width * image.height + held + rows > max_decoded_pixels:
         width, height = full_size if held else image.size
         raise PayloadTooLargeError(
             f"decoding a {width}x{height} image needs more memory than the function has (at most "
@@ -234,10 +255,40 @@ def _check_pixels(image: Image.Image, max_pixels: int) -> None:
         )
 
 
+def _orientation(image: Image.Image) -> object:
+    return image.getexif().get(ExifTags.Base.Orientation, 1)  # what ImageOps.exif_transpose reads
+
+
 def _orientation_axes(image: Image.Image) -> tuple[bool, bool, bool]:
-    """(swaps the axes, reverses x, reverses y): what exif_transpose will do to ``image``."""
-    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)  # what exif_transpose reads
-    return _ORIENTATION_AXES.get(orientation, (False, False, False))
+    """(swaps the axes, reverses x, reverses y): what _upright will do to ``image``."""
+    return _ORIENTATION_AXES.get(_orientation(image), (False, False, False))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` as its EXIF orientation says it is seen (no copy when it is stored upright).
+
+    Not ImageOps.exif_transpose: it also rewrites the EXIF block, which fails on tags of a type
+    Pillow does not expect (struct.error, KeyError, OverflowError: real phone photos, Pillow
+    issues #4037, #6882, #8965), and nothing here reads the EXIF once the pixels are upright."""
+    method = _UPRIGHT.get(_orientation(image))
+    return image if method is None else image.transpose(method)
+
+
+def _several_scans(image: JpegImagePlugin.JpegImageFile, first_scan: int | None) -> bool:
+    """libjpeg reads any number of scans of a progressive JPEG, or of a sequential one whose first
+    scan lists fewer components than the frame (each repeat walks all the blocks again: an
+    arithmetic-coded 13 KB file of 7000 x 7000 held 30 s of CPU); a sequential JPEG with every
+    component in its first scan ends there (libjpeg: "Didn't expect more than one scan")."""
+    return bool(image.info.get("progressive")) or first_scan is None or first_scan < image.layers
+
+
+def _check_bmp_compression(image: Image.Image) -> None:
+    if (isinstance(image, BmpImagePlugin.BmpImageFile) and image.info.get("compression") in (1, 2)
+            and image.width * image.height > MAX_BMP_RLE_PIXELS):
+        raise PayloadTooLargeError(
+            f"the BMP is run-length encoded and over {MAX_BMP_RLE_PIXELS} pixels: refused, decoding it "
+            "would take too long (send it as PNG or JPEG)"
+        )
 
 
 def _stored_draft_size(image: Image.Image, draft_size: Callable[[int, int], tuple[int, int]]) -> tuple[int, int]:

@@ -45,13 +45,16 @@ from PIL import Image
 
 from bench.crafted import (
     bmp_header_bomb,
+    bmp_rle8,
     encode,
+    exif_with_odd_tag,
     gif_extension_bomb,
     gif_header_bomb,
     jpeg_header_bomb,
     jpeg_header_padding_bomb,
     jpeg_repeat_last_scan,
     jpeg_scan_bomb,
+    jpeg_sequential_scans,
     png,
     png_chunk_bomb,
     png_header_bomb,
@@ -153,6 +156,8 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         "jpeg-header-1000000-empty-segments": jpeg_header_padding_bomb(1_000_000),  # 4 MB, ~1.3 s of Python without the limit
         "gif-700000-comment-extensions": gif_extension_bomb(700_000),  # 3.5 MB, ~0.15 GB kept by Pillow without the limit
         "png-200000-empty-chunks": png_chunk_bomb(200_000),  # 2.4 MB, ~0.5 s of Python without the chunk limit
+        "bmp-rle8-3000x3000": bmp_rle8(3000, 3000),  # 13 KB, ~2.5 s of Python without the RLE limit
+        "jpeg-sequential-scan-repeated-150x": jpeg_sequential_scans(1024, 1024, 150),  # 0.6 MB, 150 passes over 1 MP
         # truncated / corrupt -> 422
         "jpeg-truncated-half": cat_jpeg[: len(cat_jpeg) // 2],
         "jpeg-header-only": cat_jpeg[:200],
@@ -178,6 +183,7 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         "jpeg-progressive": encode(cat, "JPEG", progressive=True),
         "jpeg-progressive-scan-repeated-20x": jpeg_repeat_last_scan(encode(cat, "JPEG", progressive=True), 20),
         "jpeg-exif-rotated": encode(cat, "JPEG", exif=exif),
+        "jpeg-exif-rotated-odd-tag": encode(cat, "JPEG", exif=exif_with_odd_tag(6)),  # was a 500
         "webp": encode(cat, "WEBP"),
         "tiff": encode(cat, "TIFF"),
         "bmp": encode(cat, "BMP"),
@@ -199,6 +205,8 @@ IMAGE_EXPECTATIONS = {
     "jpeg-header-1000000-empty-segments": (413, "payload_too_large"),
     "gif-700000-comment-extensions": (413, "payload_too_large"),
     "png-200000-empty-chunks": (413, "payload_too_large"),
+    "bmp-rle8-3000x3000": (413, "payload_too_large"),
+    "jpeg-sequential-scan-repeated-150x": (413, "payload_too_large"),
     "jpeg-truncated-half": (422, "corrupt_image"),
     "jpeg-header-only": (422, "corrupt_image"),
     "png-corrupt-idat": (422, "corrupt_image"),
@@ -221,6 +229,7 @@ IMAGE_EXPECTATIONS = {
     "jpeg-progressive": (200, None),
     "jpeg-progressive-scan-repeated-20x": (200, None),
     "jpeg-exif-rotated": (200, None),
+    "jpeg-exif-rotated-odd-tag": (200, None),
     "webp": (200, None),
     "tiff": (200, None),
     "bmp": (200, None),
@@ -228,7 +237,7 @@ IMAGE_EXPECTATIONS = {
 }
 # Images whose top-1 label must still be a cat (the photo, re-encoded or converted).
 CAT_IMAGES = {"png-16bit-rgb", "jpeg-cmyk", "png-palette-transparency", "gif-animated-3-frames",
-              "jpeg-progressive", "jpeg-progressive-scan-repeated-20x", "jpeg-exif-rotated", "webp", "tiff", "bmp"}
+              "jpeg-progressive", "jpeg-progressive-scan-repeated-20x", "jpeg-exif-rotated", "jpeg-exif-rotated-odd-tag", "webp", "tiff", "bmp"}
 
 
 # --- a loopback server that misbehaves on purpose ------------------------------------------------

@@ -5,13 +5,14 @@ import struct
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from bench.crafted import (apng, gif_extension_bomb, jpeg_header_padding_bomb, png_chunk, png_chunk_bomb,
-                           tiff_associated_alpha, tiff_strip_bomb)
+from bench.crafted import (apng, bmp_rle8, exif_with_odd_tag, gif_extension_bomb, jpeg_header_padding_bomb,
+                           jpeg_sequential_scans, png_chunk, png_chunk_bomb, tiff_associated_alpha, tiff_strip_bomb)
 from classifier import _file_limits
-from classifier.decode import decode_image, to_rgb
+from classifier.decode import DECODE_BYTES_PER_ROW, MAX_BMP_RLE_PIXELS, decode_image, to_rgb
 from classifier.errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
+from classifier.settings import DECODE_BYTES_PER_PIXEL
 from classifier.spec import DRAFT_HEADROOM, Preprocessing, draft_size
 
 MAX = 50_000_000
@@ -121,6 +122,24 @@ def test_exif_orientation_is_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 CW when displayed
     assert decode_image(encode(image, "JPEG", exif=exif), MAX).size == (20, 40)
+
+
+@pytest.mark.parametrize("orientation", range(0, 10))
+def test_every_exif_orientation_turns_the_image_as_pillow_does(orientation):
+    stored = Image.fromarray(np.arange(6 * 4 * 3, dtype=np.uint8).reshape(4, 6, 3))  # every pixel different
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(stored, "PNG", exif=exif)
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    assert np.array_equal(np.asarray(decode_image(data, MAX)), np.asarray(expected))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_rotated_photo_with_an_oddly_typed_exif_tag_is_turned_not_refused(fmt):
+    # ImageOps.exif_transpose rewrites the EXIF after turning the image and raised struct.error
+    # here (a 500 for a photo whose pixels are fine); nothing needs the EXIF once the pixels are upright.
+    data = encode(Image.new("RGB", (40, 20), (200, 0, 0)), fmt, exif=exif_with_odd_tag(6))
+    assert decode_image(data, MAX).size == (20, 40)
 
 
 def test_animated_gif_uses_first_frame():
@@ -579,9 +598,36 @@ def test_a_pixel_limit_above_pillows_own_is_honoured(monkeypatch):
 def test_the_decoded_pixels_are_capped_by_what_memory_holds(fmt):
     # settings.decode_pixel_budget: over it, the decode would outgrow MemorySize (Lambda kills the runtime)
     data = encode(Image.new("RGBA" if fmt in ("PNG", "WEBP", "TIFF") else "RGB", (400, 300), (9, 9, 9)), fmt)
-    assert decode_image(data, MAX, max_decoded_pixels=120_000).size == (400, 300)
+    budget = 400 * 300 + -(-400 * DECODE_BYTES_PER_ROW // DECODE_BYTES_PER_PIXEL)  # its pixels, and its rows
+    assert decode_image(data, MAX, max_decoded_pixels=budget).size == (400, 300)
     with pytest.raises(PayloadTooLargeError, match="400x300 image needs more memory than the function has"):
-        decode_image(data, MAX, max_decoded_pixels=119_999)
+        decode_image(data, MAX, max_decoded_pixels=budget - 1)
+
+
+@pytest.mark.parametrize("size", [(1, 60_000), (60_000, 1)])
+def test_a_one_pixel_wide_image_is_charged_for_its_rows(size):
+    # Pillow keeps a row pointer per row in each image a decode builds: a 1 x 50M PNG with alpha (146 KB)
+    # peaked at 2.3 GB, 45 bytes a pixel, where the budget counted 18 (the runtime was killed at 2048 MB).
+    data = encode(Image.new("LA", size, (9, 200)), "PNG")
+    with pytest.raises(PayloadTooLargeError, match="needs more memory"):
+        decode_image(data, MAX, max_decoded_pixels=150_000)  # 60,000 pixels, but 160,000 more for the rows
+    assert decode_image(data, MAX, max_decoded_pixels=220_000).size == size
+
+
+def test_a_large_run_length_encoded_bmp_is_refused_before_pillow_walks_it():
+    # Pillow decodes RLE BMPs in Python: this 13 KB file of 3000 x 3000 held ~2.5 s of CPU (7071 x 7071: 12 s).
+    with pytest.raises(PayloadTooLargeError, match="run-length encoded"):
+        decode_image(bmp_rle8(3000, 3000), MAX)
+    assert MAX_BMP_RLE_PIXELS >= 1000 * 1000
+    assert np.asarray(decode_image(bmp_rle8(1000, 1000), MAX))[0, 0].tolist() == [7, 7, 7]  # one pixel a row, then 0
+
+
+def test_a_sequential_jpeg_in_separate_scans_is_held_to_the_scan_limit():
+    # Components in separate scans: libjpeg reads any number of scans of such a frame, not only of a
+    # progressive one, each a pass over every block (arithmetic-coded: 13 KB held 30 s of CPU).
+    assert decode_image(jpeg_sequential_scans(64, 64), MAX).getextrema() == ((128, 128),) * 3
+    with pytest.raises(PayloadTooLargeError, match="more than 100 scans"):
+        decode_image(jpeg_sequential_scans(64, 64, repeats=150), MAX)
 
 
 def test_a_jpeg_is_held_to_the_memory_cap_at_the_size_it_is_decoded_at():
