@@ -184,7 +184,7 @@ def test_parameter_is_documented_in_template_and_readme(name):
 def test_defaults_are_the_documented_ones():
     defaults = {name: str(PARAMETERS[name]["Default"]) for name in NEW_PARAMETERS}
     assert defaults == {
-        "RequireApiKey": "false",
+        "RequireApiKey": "true",  # safe by default: an open endpoint downloads whatever strangers ask for
         "ApiKeyRateLimit": "5",
         "ApiKeyBurstLimit": "10",
         "ApiKeyDailyQuota": "10000",
@@ -285,14 +285,23 @@ def test_service_name_pattern(service, ok):
 # --- translated: defaults ----------------------------------------------------------------
 
 
-def test_default_api_is_open_without_usage_plan(default_stack):
+def test_default_api_needs_a_key_with_a_usage_plan(default_stack):
     body = rest_api_body(default_stack)
     assert {(p, m) for p, m, _ in methods(body)} == API_METHODS  # no OPTIONS: CORS off
+    assert all(op["security"] == [{"api_key": []}] for _, _, op in methods(body))
+    for type_ in ("AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::ApiKey", "AWS::ApiGateway::UsagePlanKey"):
+        assert len(resources_of(default_stack, type_)) == 1, type_
+
+
+def test_an_open_api_has_no_key_and_no_usage_plan():
+    open_stack = translate(RequireApiKey="false")
+    body = rest_api_body(open_stack)
+    assert {(p, m) for p, m, _ in methods(body)} == API_METHODS
     for path, method, operation in methods(body):
         assert "security" not in operation, (path, method)
     assert "api_key" not in body.get("securityDefinitions", {})
     for type_ in ("AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::ApiKey", "AWS::ApiGateway::UsagePlanKey"):
-        assert not resources_of(default_stack, type_), type_
+        assert not resources_of(open_stack, type_), type_
 
 
 def test_default_function_is_unreserved_with_no_cors_origin(default_stack):
@@ -381,12 +390,6 @@ def test_reserved_concurrency_stage_throttle_and_retention(keyed_stack):
     assert int(value(keyed_stack, setting["ThrottlingBurstLimit"])) == 22
     retention = keyed_stack["Resources"]["PredictFunctionLogGroup"]["Properties"]["RetentionInDays"]
     assert int(value(keyed_stack, retention)) == 7
-
-
-def test_api_key_without_cors_has_no_preflight():
-    body = rest_api_body(translate(RequireApiKey="true"))
-    assert {(p, m) for p, m, _ in methods(body)} == API_METHODS
-    assert all(op["security"] == [{"api_key": []}] for _, _, op in methods(body))
 
 
 def test_template_keeps_the_conditions_cloudformation_evaluates():
