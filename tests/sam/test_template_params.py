@@ -13,6 +13,7 @@ region is given, the managed-policy lookup is a stub.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 
@@ -45,6 +46,7 @@ NEW_PARAMETERS = (
     "ReservedConcurrency",
     "LogRetentionDays",
     "MemorySize",
+    "ApiAccessLogs",
 )
 API_METHODS = {("/predict", "post"), ("/model", "get")}
 
@@ -194,6 +196,7 @@ def test_defaults_are_the_documented_ones():
         "ReservedConcurrency": "0",
         "LogRetentionDays": "30",
         "MemorySize": "2048",
+        "ApiAccessLogs": "false",  # a fresh account has no API Gateway CloudWatch role: the deploy would fail
     }
     assert PARAMETERS["RequireApiKey"]["AllowedValues"] == ["true", "false"]
 
@@ -392,11 +395,31 @@ def test_reserved_concurrency_stage_throttle_and_retention(keyed_stack):
     assert int(value(keyed_stack, retention)) == 7
 
 
+def test_access_logs_are_off_by_default(default_stack):
+    (stage,) = resources_of(default_stack, "AWS::ApiGateway::Stage").values()
+    assert "AccessLogSetting" not in stage["Properties"]
+    assert default_stack["Resources"]["PredictApiAccessLogGroup"]["Condition"] == "AccessLogsEnabled"
+
+
+def test_access_logs_name_the_caller_and_never_the_body():
+    stack = translate(ApiAccessLogs="true", LogRetentionDays="90")
+    (stage,) = resources_of(stack, "AWS::ApiGateway::Stage").values()
+    setting = stage["Properties"]["AccessLogSetting"]
+    assert setting["DestinationArn"] == {"Fn::GetAtt": ["PredictApiAccessLogGroup", "Arn"]}
+    fields = json.loads(setting["Format"])  # one JSON line per request
+    assert {fields["ip"], fields["apiKeyId"], fields["status"]} == {
+        "$context.identity.sourceIp", "$context.identity.apiKeyId", "$context.status"}
+    assert not [v for v in fields.values() if "body" in v.lower() or "path" in v.lower() and "resourcePath" not in v]
+    group = stack["Resources"]["PredictApiAccessLogGroup"]
+    assert int(value(stack, group["Properties"]["RetentionInDays"])) == 90
+
+
 def test_template_keeps_the_conditions_cloudformation_evaluates():
     conditions = TEMPLATE["Conditions"]
     assert conditions["ApiKeyRequired"] == {"Fn::Equals": [{"Ref": "RequireApiKey"}, "true"]}
     assert conditions["ConcurrencyReserved"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, 0]}]}
     assert conditions["CorsEnabled"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CorsAllowOrigin"}, ""]}]}
+    assert conditions["AccessLogsEnabled"] == {"Fn::Equals": [{"Ref": "ApiAccessLogs"}, "true"]}
 
 
 # --- ModelVariant: which bundled model file the function serves ------------------------------
