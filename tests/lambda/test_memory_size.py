@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 
 import pytest
 from PIL import Image
 
-from classifier.settings import decode_pixel_budget
+from classifier.decode import DECODE_BYTES_PER_ROW
+from classifier.settings import DECODE_BYTES_PER_PIXEL, decode_pixel_budget
 from local_lambda.memory_limit import MemoryLimit
 from local_lambda.template import function_emulator, read_function
 from support import REPO
@@ -56,7 +58,10 @@ def test_an_image_over_what_the_memory_decodes_is_a_413_not_a_killed_runtime(lim
 def test_the_largest_image_the_budget_allows_decodes_under_the_limit(limited_function, cat_jpeg):
     function, limit = limited_function
     memory_mb = limit.limit_bytes // 2**20
-    side = int(decode_pixel_budget(memory_mb) ** 0.5)  # 18 MP at 512 MB, 48 MP at 1024 MB
+    budget = decode_pixel_budget(memory_mb)  # 18 MP at 512 MB, 48 MP at 1024 MB
+    side = math.isqrt(budget)
+    while side * side + -(-side * DECODE_BYTES_PER_ROW // DECODE_BYTES_PER_PIXEL) > budget:  # its rows count too
+        side -= 1
     response = function.invoke(event(webp_rgba(side)))
     assert "predictions" in response, (response, function.logs[-2000:])
     assert limit.oom_kills() in (0, None)  # the runtime was never killed
