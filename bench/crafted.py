@@ -218,10 +218,10 @@ def jpeg_sequential_scans(width: int = 1024, height: int = 1024, repeats: int = 
     return header + scans[0] * (repeats + 1) + scans[1] + scans[2] + b"\xff\xd9"
 
 
-def bmp_rle8(width: int, height: int) -> bytes:
+def bmp_rle8(width: int, height: int, data: bytes | None = None) -> bytes:
     """A run-length-encoded 8-bit BMP whose rows each hold one pixel then end (4 bytes a row): Pillow
-    pads every row to its width one byte at a time in Python."""
-    rows = b"\x01\x07\x00\x00" * height + b"\x00\x01"
+    pads every row to its width one byte at a time in Python. ``data``: other RLE codes instead."""
+    rows = b"\x01\x07\x00\x00" * height + b"\x00\x01" if data is None else data
     palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
     info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(rows), 2835, 2835, 256, 0)
     offset = 14 + len(info) + len(palette)

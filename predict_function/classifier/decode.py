@@ -58,9 +58,11 @@ _ORIENTATION_AXES = {
 # bytes a pixel, against the 18 a pixel budget alone allows; a row is charged for each pixel of the
 # longer side (a transpose swaps them).
 DECODE_BYTES_PER_ROW = 48
-# Pillow decodes a run-length-encoded BMP (RLE8, RLE4) in Python, a step per pixel: a 29 KB file of
-# 7071 x 7071 held 11-13 s of CPU. Such files are icons and old Windows graphics, a few pixels across.
-MAX_BMP_RLE_PIXELS = 2_000_000
+# Pillow decodes a run-length-encoded BMP (RLE8, RLE4) in Python, a step per pixel and per 2-4 bytes of
+# data: a 29 KB file of 7071 x 7071 held 11-13 s of CPU, a 14 MB one of 1 x 1 (rows of no-op codes) 6-8 s.
+# Such files are icons and old Windows graphics; their data never needs more than 2 bytes a pixel (a run
+# of one), 2 a row (end of line) and 2 (end of bitmap).
+MAX_BMP_RLE_PIXELS = 1_000_000
 
 
 def decode_image(
@@ -106,7 +108,7 @@ def decode_image(
                 if draft_size is not None:
                     reduced = image.draft(image.mode, _stored_draft_size(image, draft_size))
             _check_decoded_pixels(image, full_size, first_scan, max_decoded_pixels)
-            _check_bmp_compression(image)
+            _check_bmp_compression(image, source)
             png = image.format == "PNG"
             if png and "transparency" in image.info:
                 _scale_low_bit_gray_key(image)
@@ -282,12 +284,16 @@ def _several_scans(image: JpegImagePlugin.JpegImageFile, first_scan: int | None)
     return bool(image.info.get("progressive")) or first_scan is None or first_scan < image.layers
 
 
-def _check_bmp_compression(image: Image.Image) -> None:
-    if (isinstance(image, BmpImagePlugin.BmpImageFile) and image.info.get("compression") in (1, 2)
-            and image.width * image.height > MAX_BMP_RLE_PIXELS):
+def _check_bmp_compression(image: Image.Image, source: BinaryIO) -> None:
+    """A run-length-encoded BMP over MAX_BMP_RLE_PIXELS, or with more data than its pixels need."""
+    if not isinstance(image, BmpImagePlugin.BmpImageFile) or image.info.get("compression") not in (1, 2):
+        return
+    pixels = image.width * image.height
+    data = source.seek(0, io.SEEK_END) - image.tile[0].offset
+    if pixels > MAX_BMP_RLE_PIXELS or data > 2 * pixels + 2 * image.height + 2:
         raise PayloadTooLargeError(
-            f"the BMP is run-length encoded and over {MAX_BMP_RLE_PIXELS} pixels: refused, decoding it "
-            "would take too long (send it as PNG or JPEG)"
+            f"the BMP is run-length encoded and over {MAX_BMP_RLE_PIXELS} pixels or its data is longer than "
+            "its pixels need: refused, decoding it would take too long (send it as PNG or JPEG)"
         )
 
 

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import email.errors
 import functools
 import http.client
 import io
@@ -99,9 +98,12 @@ NO_PUBLIC_ADDRESS = "URL host does not resolve to a public address"
 CONNECT_ATTEMPTS_PER_FAMILY = 3
 # What a response may carry besides its body (see _Response): the status lines and headers of the final
 # response and of every interim one together (Node's http allows 16 KiB), and chunk-size lines with their
-# extensions plus trailers (a body sent in 4 KiB chunks spends ~0.2 % of its size on them).
+# extensions plus trailers (a body sent in 1 KiB chunks spends ~0.7 % of its size on them: 105 KB at the
+# 15 MB cap; each chunk costs a few us of Python, so the allowance also bounds that CPU).
 MAX_HEADER_BYTES = 64 * 1024
-MAX_FRAMING_BYTES = 1024 * 1024
+MAX_FRAMING_BYTES = 256 * 1024
+# A header that email's parser left unread (see _Response.begin) and that decides how the body is read.
+_HIDDEN_FRAMING = re.compile(r"^[\t\r ]*(content-length|transfer-encoding|content-encoding)[\t ]*:", re.IGNORECASE | re.MULTILINE)
 MAX_INTERIM_RESPONSES = 5
 _CHUNK = 64 * 1024
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -439,7 +441,7 @@ def _check_url(url: str, policy: FetchPolicy, deadline: float) -> Target:
 
 
 class _Metered(io.RawIOBase):
-    """The connection's bytes as they come off the socket, every one counted against ``limit``:
+    """The connection's bytes as http.client reads them (decrypted, for TLS), every one counted against ``limit``:
     status lines, headers, interim responses, chunk sizes with their extensions, trailers and the
     body alike (http.client drops all but the body unseen, so a count of body bytes alone let a
     server send gigabytes around a small image until the deadline)."""
@@ -478,9 +480,12 @@ class _Response(http.client.HTTPResponse):
     Until the final response's headers are in, everything read counts against
     ``MAX_HEADER_BYTES``: http.client alone allows 100 header lines of 64 KiB per response, and
     ``email``, which parses them, spends seconds of CPU on a few MB of bare CRs, CPU the deadline
-    cannot interrupt. After them, the body's cap plus ``MAX_FRAMING_BYTES``. A header line that
-    ``email`` cannot read ends the headers there and hides the rest (a ``Content-Encoding`` or
-    ``Content-Length`` after it): refused."""
+    cannot interrupt (up to 8 KiB of it may be body bytes read ahead). After them, the body's cap
+    plus ``MAX_FRAMING_BYTES``. (What TLS itself sends, e.g. session tickets, is not counted: the
+    deadline bounds it.) A header line that ``email`` cannot read (no colon, a space before it, a
+    bare CR) ends the headers there and hides the rest; such a response is refused when a hidden
+    line would change how the body is read (``Content-Length``, ``Transfer-Encoding``,
+    ``Content-Encoding``), and served otherwise (servers do send ``Name : value``)."""
 
     def __init__(self, sock: socket.socket, *args: Any, body_cap: int, **kwargs: Any) -> None:
         super().__init__(sock, *args, **kwargs)
@@ -492,7 +497,7 @@ class _Response(http.client.HTTPResponse):
 
     def begin(self) -> None:
         super().begin()
-        if any(isinstance(d, email.errors.MissingHeaderBodySeparatorDefect) for d in self.msg.defects):
+        if _HIDDEN_FRAMING.search(self.msg.get_payload() or ""):
             raise UpstreamError("upstream sent a malformed header line")
         self._meter.limit = self._meter.count + self._body_cap + MAX_FRAMING_BYTES
         self._meter.over = "upstream sent too much HTTP framing (chunk extensions, trailers) around the body"

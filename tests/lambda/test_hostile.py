@@ -156,7 +156,7 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         "jpeg-header-1000000-empty-segments": jpeg_header_padding_bomb(1_000_000),  # 4 MB, ~1.3 s of Python without the limit
         "gif-700000-comment-extensions": gif_extension_bomb(700_000),  # 3.5 MB, ~0.15 GB kept by Pillow without the limit
         "png-200000-empty-chunks": png_chunk_bomb(200_000),  # 2.4 MB, ~0.5 s of Python without the chunk limit
-        "bmp-rle8-3000x3000": bmp_rle8(3000, 3000),  # 13 KB, ~2.5 s of Python without the RLE limit
+        "bmp-rle8-3000x3000": bmp_rle8(3000, 3000),  # 13 KB, ~2.5 s of Python without the RLE limits
         "jpeg-sequential-scan-repeated-150x": jpeg_sequential_scans(1024, 1024, 150),  # 0.6 MB, 150 passes over 1 MP
         # truncated / corrupt -> 422
         "jpeg-truncated-half": cat_jpeg[: len(cat_jpeg) // 2],

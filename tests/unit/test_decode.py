@@ -614,12 +614,21 @@ def test_a_one_pixel_wide_image_is_charged_for_its_rows(size):
     assert decode_image(data, MAX, max_decoded_pixels=220_000).size == size
 
 
-def test_a_large_run_length_encoded_bmp_is_refused_before_pillow_walks_it():
-    # Pillow decodes RLE BMPs in Python: this 13 KB file of 3000 x 3000 held ~2.5 s of CPU (7071 x 7071: 12 s).
+@pytest.mark.parametrize("bomb", [
+    bmp_rle8(3000, 3000),  # 13 KB, ~2.5 s of Python (7071 x 7071: 12 s)
+    bmp_rle8(1, 1, b"\x00\x00" * 500_000 + b"\x00\x01"),  # 1 MB of ends of line that add no pixel, ~0.5 s
+], ids=["many-pixels", "long-data"])
+def test_a_costly_run_length_encoded_bmp_is_refused_before_pillow_walks_it(bomb):
+    # Pillow decodes RLE BMPs in Python, a step per pixel and per 2-4 bytes of data.
     with pytest.raises(PayloadTooLargeError, match="run-length encoded"):
-        decode_image(bmp_rle8(3000, 3000), MAX)
-    assert MAX_BMP_RLE_PIXELS >= 1000 * 1000
+        decode_image(bomb, MAX)
+
+
+def test_an_ordinary_run_length_encoded_bmp_is_decoded():
+    assert MAX_BMP_RLE_PIXELS == 1000 * 1000
     assert np.asarray(decode_image(bmp_rle8(1000, 1000), MAX))[0, 0].tolist() == [7, 7, 7]  # one pixel a row, then 0
+    runs_of_one = b"".join(b"\x01%c" % (x % 256) for x in range(30)) + b"\x00\x00"  # 2 bytes a pixel, the most
+    assert decode_image(bmp_rle8(30, 20, runs_of_one * 20 + b"\x00\x01"), MAX).size == (30, 20)
 
 
 def test_a_sequential_jpeg_in_separate_scans_is_held_to_the_scan_limit():

@@ -175,7 +175,10 @@ def test_large_but_ordinary_headers_are_accepted(server_factory):
     # email stops reading headers at a line it cannot parse, so the Content-Encoding after it went unseen
     (b"X-No-Colon-Here\r\nContent-Encoding: gzip\r\n", "malformed header line"),
     (b"Content-Encoding : gzip\r\n", "malformed header line"),
-], ids=["identity-then-gzip", "empty-then-br", "hidden-by-a-line-without-colon", "space-before-colon"])
+    (b"\r\r\nContent-Encoding: gzip\r\n", "malformed header line"),  # a bare CR: a blank line to email
+    (b"\rContent-Encoding: gzip\r\n", "malformed header line"),
+], ids=["identity-then-gzip", "empty-then-br", "hidden-by-a-line-without-colon", "space-before-colon",
+        "hidden-by-a-bare-cr-line", "behind-a-bare-cr"])
 def test_a_compressed_body_is_refused_whichever_content_encoding_header_says_so(server_factory, headers, refusal):
     # Nothing decompresses a body; a second Content-Encoding header, or one hidden from the header
     # parser, must not slip a compressed one past the check to the decoder (which would answer 415
@@ -185,6 +188,14 @@ def test_a_compressed_body_is_refused_whichever_content_encoding_header_says_so(
                                          + b"Content-Length: %d\r\n\r\n" % len(body) + body)})
     with pytest.raises(errors.UpstreamError, match=refusal):
         _fetch_all(server.url("/gz"), _policy_for(server))
+
+
+def test_a_malformed_header_line_that_hides_nothing_that_matters_is_served(server_factory):
+    # Servers do send "Name : value" (urllib3 issue #1433); email stops reading there, but what it hides
+    # does not change how the body is read.
+    server = server_factory({"/x": _raw(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n"
+                                        b"Access-Control-Expose-Headers : X-Id\r\nX-Id: 7\r\n\r\n" % len(PNG) + PNG)})
+    assert _fetch_all(server.url("/x"), _policy_for(server)) == PNG
 
 
 @pytest.mark.parametrize("value", ["identity", "IDENTITY", "", " identity "])
