@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import functools
 import http.client
 import io
 import logging
@@ -480,27 +479,33 @@ class _Response(http.client.HTTPResponse):
     Until the final response's headers are in, everything read counts against
     ``MAX_HEADER_BYTES``: http.client alone allows 100 header lines of 64 KiB per response, and
     ``email``, which parses them, spends seconds of CPU on a few MB of bare CRs, CPU the deadline
-    cannot interrupt (up to 8 KiB of it may be body bytes read ahead). After them, the body's cap
-    plus ``MAX_FRAMING_BYTES``. (What TLS itself sends, e.g. session tickets, is not counted: the
-    deadline bounds it.) A header line that ``email`` cannot read (no colon, a space before it, a
+    cannot interrupt (up to 8 KiB of it may be body bytes read ahead). After them, what ``read1``
+    has handed over as body plus ``MAX_FRAMING_BYTES`` for chunk sizes, their extensions and
+    trailers (and one read's worth read ahead): tiny chunks cost a few us of Python each, so the
+    allowance bounds that CPU too; the body itself is capped by ``Fetched`` (413). (What TLS itself
+    sends, e.g. session tickets, is not counted: the deadline bounds it.) A header line that ``email`` cannot read (no colon, a space before it, a
     bare CR) ends the headers there and hides the rest; such a response is refused when a hidden
     line would change how the body is read (``Content-Length``, ``Transfer-Encoding``,
     ``Content-Encoding``), and served otherwise (servers do send ``Name : value``)."""
 
-    def __init__(self, sock: socket.socket, *args: Any, body_cap: int, **kwargs: Any) -> None:
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
         super().__init__(sock, *args, **kwargs)
         self.fp.close()  # http.client's reader, unused: its own makefile, released
         self._meter = _Metered(sock.makefile("rb", buffering=0), MAX_HEADER_BYTES,
                                f"upstream sent more than {MAX_HEADER_BYTES // 1024} KiB of response headers")
         self.fp = io.BufferedReader(self._meter)
-        self._body_cap = body_cap
 
     def begin(self) -> None:
         super().begin()
         if _HIDDEN_FRAMING.search(self.msg.get_payload() or ""):
             raise UpstreamError("upstream sent a malformed header line")
-        self._meter.limit = self._meter.count + self._body_cap + MAX_FRAMING_BYTES
-        self._meter.over = "upstream sent too much HTTP framing (chunk extensions, trailers) around the body"
+        self._meter.limit = self._meter.count + MAX_FRAMING_BYTES + _CHUNK
+        self._meter.over = "upstream sent too much HTTP framing (chunk sizes and extensions, trailers) for its body"
+
+    def read1(self, n: int = -1) -> bytes:  # how Fetched reads the body
+        data = super().read1(n)
+        self._meter.limit += len(data)
+        return data
 
     def _read_status(self) -> tuple[str, int, str]:
         for _ in range(MAX_INTERIM_RESPONSES + 1):
@@ -513,13 +518,13 @@ class _Response(http.client.HTTPResponse):
 
 class _PinnedConnection(http.client.HTTPConnection):
     """An http.client connection over the socket we opened (and, for https, wrapped in TLS)
-    to the validated address. It never opens a socket itself: a reconnect would bypass validation.
-    Its response reads at most ``body_cap`` body bytes plus the framing allowances (``_Response``)."""
+    to the validated address. It never opens a socket itself: a reconnect would bypass validation."""
 
-    def __init__(self, host: str, port: int, timeout: float, sock: socket.socket, body_cap: int) -> None:
+    response_class = _Response
+
+    def __init__(self, host: str, port: int, timeout: float, sock: socket.socket) -> None:
         super().__init__(host, port, timeout=timeout)
         self.sock = sock
-        self.response_class = functools.partial(_Response, body_cap=body_cap)  # type: ignore[assignment]
 
     def connect(self) -> None:
         raise ConnectionError("pinned connection cannot reconnect")
@@ -565,7 +570,7 @@ def _request(target: Target, policy: FetchPolicy, clock: Deadline) -> tuple[http
         sock.settimeout(timeout)
         if target.scheme == "https":  # handshake now; certificate checked against the host name, also the SNI
             sock = policy.ssl_context().wrap_socket(sock, server_hostname=target.host)
-        conn = _PinnedConnection(target.host, target.port, timeout, sock, policy.max_download_bytes)
+        conn = _PinnedConnection(target.host, target.port, timeout, sock)
         conn.request(
             "GET",
             target.request_target,

@@ -699,7 +699,7 @@ def test_the_pinned_connection_never_opens_a_socket_itself():
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     listener.close()
-    conn = fetch._PinnedConnection("127.0.0.1", port, 1.0, socket.socket(), 1000)
+    conn = fetch._PinnedConnection("127.0.0.1", port, 1.0, socket.socket())
     conn.close()
     with pytest.raises(ConnectionError, match="cannot reconnect"):
         conn.request("GET", "/")

@@ -121,18 +121,20 @@ CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding
 EXTENSION = b";x=" + b"a" * 60_000  # http.client reads and drops chunk extensions unseen
 
 
-@pytest.mark.parametrize("head, unit, tail", [
-    # 1-byte chunks, each with a 60 KB extension: 108 bytes of body in 6.5 MB of framing
-    (CHUNKED_HEAD + b"%x\r\n%s\r\n" % (len(PNG), PNG), b"1" + EXTENSION + b"\r\nx\r\n", b"0\r\n\r\n"),
+@pytest.mark.parametrize("head, unit, units, tail", [
+    # 1-byte chunks, each with a 60 KB extension: 108 bytes of body in 60 MB of framing
+    (CHUNKED_HEAD + b"%x\r\n%s\r\n" % (len(PNG), PNG), b"1" + EXTENSION + b"\r\nx\r\n", 1000, b"0\r\n\r\n"),
     # a whole body, then endless trailer lines after its last chunk
-    (CHUNKED_HEAD + b"%x\r\n%s\r\n0\r\n" % (len(PNG), PNG), b"X-Trailer: " + b"a" * 60_000 + b"\r\n", b"\r\n"),
-], ids=["chunk-extensions", "trailers"])
-def test_framing_around_a_small_body_is_counted_against_the_download(server_factory, head, unit, tail):
-    # Before, only body bytes were counted: this 60 MB response was read to its end and accepted.
+    (CHUNKED_HEAD + b"%x\r\n%s\r\n0\r\n" % (len(PNG), PNG), b"X-Trailer: " + b"a" * 60_000 + b"\r\n", 1000, b"\r\n"),
+    # plain 1-byte chunks: 5 bytes of framing and a few us of Python each, 1 MB of body well under the cap
+    (CHUNKED_HEAD + b"%x\r\n%s\r\n" % (len(PNG), PNG), b"1\r\nx\r\n", 1_000_000, b"0\r\n\r\n"),
+], ids=["chunk-extensions", "trailers", "1-byte-chunks"])
+def test_framing_around_the_body_is_bounded_whatever_the_cap(server_factory, head, unit, units, tail):
+    # Before, only body bytes were counted: these responses were read to their end and accepted.
     outcome = Outcome()
-    server = server_factory({"/x": _flood(head, unit, tail=tail, units=1000, outcome=outcome)})
+    server = server_factory({"/x": _flood(head, unit, tail=tail, units=units, outcome=outcome)})
     with pytest.raises(errors.UpstreamError, match="framing"):
-        _fetch_all(server.url("/x"), _policy_for(server, max_download_bytes=10_000))
+        _fetch_all(server.url("/x"), _policy_for(server))  # the default 15 MB cap
     assert outcome.wait() == "client closed"
 
 
