@@ -23,11 +23,12 @@ inside a VPC, private networks. ``fetch_url`` only ever talks to public addresse
    against the host name, which is also sent as SNI and in the ``Host`` header.
 4. Redirects are followed by hand, at most ``max_redirects``, each target checked like the
    original URL (and never from https to plain http). Bodies are read with
-   ``Accept-Encoding: identity`` and counted while streaming against ``max_download_bytes``;
-   every byte around them too (headers, interim responses, chunk framing, trailers: see
-   ``_Response``), so what one request downloads is bounded; an absolute deadline (``time.monotonic()``)
-   bounds DNS, connect, TLS, headers and body together: a watchdog shuts the socket down
-   when it passes, so a server trickling bytes cannot hold the function (``_deadline``).
+   ``Accept-Encoding: identity`` and counted while streaming against ``max_download_bytes``,
+   and every byte around them too (headers, interim responses, chunk framing, trailers: see
+   ``_Response``), so what one request downloads is bounded. An absolute deadline
+   (``time.monotonic()``) bounds DNS, connect, TLS, headers and body together: a watchdog shuts
+   the socket down when it passes, so a server trickling bytes cannot hold the function
+   (``_deadline``).
 
 ``fetch_url`` returns once the response headers are in: the body comes back as ``Fetched``,
 a read-only, seekable file that pulls bytes from the connection only when a read needs
@@ -101,9 +102,10 @@ CONNECT_ATTEMPTS_PER_FAMILY = 3
 # 15 MB cap; each chunk costs a few us of Python, so the allowance also bounds that CPU).
 MAX_HEADER_BYTES = 64 * 1024
 MAX_FRAMING_BYTES = 256 * 1024
-# A header that email's parser left unread (see _Response.begin) and that decides how the body is read.
-_HIDDEN_FRAMING = re.compile(r"^[\t\r ]*(content-length|transfer-encoding|content-encoding)[\t ]*:", re.IGNORECASE | re.MULTILINE)
 MAX_INTERIM_RESPONSES = 5
+# A header that email's parser left unread (see _Response.begin) and that decides how the body is read.
+_HIDDEN_FRAMING = re.compile(r"^[\t\r ]*(content-length|transfer-encoding|content-encoding)[\t ]*:",
+                             re.IGNORECASE | re.MULTILINE)
 _CHUNK = 64 * 1024
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -440,10 +442,10 @@ def _check_url(url: str, policy: FetchPolicy, deadline: float) -> Target:
 
 
 class _Metered(io.RawIOBase):
-    """The connection's bytes as http.client reads them (decrypted, for TLS), every one counted against ``limit``:
-    status lines, headers, interim responses, chunk sizes with their extensions, trailers and the
-    body alike (http.client drops all but the body unseen, so a count of body bytes alone let a
-    server send gigabytes around a small image until the deadline)."""
+    """The connection's bytes as http.client reads them (decrypted, for TLS), every one counted
+    against ``limit``: status lines, headers, interim responses, chunk sizes with their extensions,
+    trailers and the body alike (http.client drops all but the body unseen, so a count of body
+    bytes alone let a server send gigabytes around a small image until the deadline)."""
 
     def __init__(self, raw: io.RawIOBase, limit: int, over: str) -> None:
         super().__init__()
@@ -482,11 +484,13 @@ class _Response(http.client.HTTPResponse):
     cannot interrupt (up to 8 KiB of it may be body bytes read ahead). After them, what ``read1``
     has handed over as body plus ``MAX_FRAMING_BYTES`` for chunk sizes, their extensions and
     trailers (and one read's worth read ahead): tiny chunks cost a few us of Python each, so the
-    allowance bounds that CPU too; the body itself is capped by ``Fetched`` (413). (What TLS itself
-    sends, e.g. session tickets, is not counted: the deadline bounds it.) A header line that ``email`` cannot read (no colon, a space before it, a
-    bare CR) ends the headers there and hides the rest; such a response is refused when a hidden
-    line would change how the body is read (``Content-Length``, ``Transfer-Encoding``,
-    ``Content-Encoding``), and served otherwise (servers do send ``Name : value``)."""
+    allowance bounds that CPU too; the body itself is capped by ``Fetched`` (413). (What TLS
+    itself sends, e.g. session tickets, is not counted: the deadline bounds it.)
+
+    A header line that ``email`` cannot read (no colon, a space before it, a bare CR) ends the
+    headers there and hides the rest; such a response is refused when a hidden line would change
+    how the body is read (``Content-Length``, ``Transfer-Encoding``, ``Content-Encoding``), and
+    served otherwise (servers do send ``Name : value``)."""
 
     def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
         super().__init__(sock, *args, **kwargs)
