@@ -63,6 +63,7 @@ DECODE_BYTES_PER_ROW = 48
 # Such files are icons and old Windows graphics; their data never needs more than 2 bytes a pixel (a run
 # of one), 2 a row (end of line) and 2 (end of bitmap).
 MAX_BMP_RLE_PIXELS = 1_000_000
+_BMP_TRAILER_BYTES = 65536  # what may follow the bitmap (a V5 header's ICC profile): ~30 ms of Python at most
 
 
 def decode_image(
@@ -290,7 +291,7 @@ def _check_bmp_compression(image: Image.Image, source: BinaryIO) -> None:
         return
     pixels = image.width * image.height
     data = source.seek(0, io.SEEK_END) - image.tile[0].offset
-    if pixels > MAX_BMP_RLE_PIXELS or data > 2 * pixels + 2 * image.height + 2:
+    if pixels > MAX_BMP_RLE_PIXELS or data > 2 * pixels + 2 * image.height + 2 + _BMP_TRAILER_BYTES:
         raise PayloadTooLargeError(
             f"the BMP is run-length encoded and over {MAX_BMP_RLE_PIXELS} pixels or its data is longer than "
             "its pixels need: refused, decoding it would take too long (send it as PNG or JPEG)"

@@ -629,6 +629,8 @@ def test_an_ordinary_run_length_encoded_bmp_is_decoded():
     assert np.asarray(decode_image(bmp_rle8(1000, 1000), MAX))[0, 0].tolist() == [7, 7, 7]  # one pixel a row, then 0
     runs_of_one = b"".join(b"\x01%c" % (x % 256) for x in range(30)) + b"\x00\x00"  # 2 bytes a pixel, the most
     assert decode_image(bmp_rle8(30, 20, runs_of_one * 20 + b"\x00\x01"), MAX).size == (30, 20)
+    with_profile = runs_of_one * 20 + b"\x00\x01" + b"\x00" * 10_000  # e.g. a V5 header's ICC profile after the bitmap
+    assert decode_image(bmp_rle8(30, 20, with_profile), MAX).size == (30, 20)
 
 
 def test_a_sequential_jpeg_in_separate_scans_is_held_to_the_scan_limit():
