@@ -275,7 +275,7 @@ def _run_check(args, model_path: Path, kind: str, model, display_name: str | Non
 def export(args) -> int:
     import onnx
 
-    from model_export.graph import opset_of, save_single_file, strip_build_paths
+    from model_export.graph import opset_of, save_single_file, strip_build_paths, written_beside
     from model_export.metadata import build_preprocessing, load_labels, output_size, validate_labels, write_card
 
     kind = args.command
@@ -319,10 +319,8 @@ def export(args) -> int:
                      labels=labels, activation=_choose_activation(args.activation, proto, card))
     write_card(proto, card)
     proto.producer_name = "model_export"
-    pending = output.with_name(f".{output.stem}.pending.onnx")
-    try:
+    with written_beside(output, f".{output.stem}.pending.onnx") as pending:  # renamed over --output at the end
         try:
-            output.parent.mkdir(parents=True, exist_ok=True)
             save_single_file(proto, pending)
         except OSError as exc:
             raise ExportError(f"cannot write {output}: {exc}") from exc
@@ -330,13 +328,6 @@ def export(args) -> int:
         report.raise_for_failure()
         if q_out is not None:  # before --output is replaced: a failed gate leaves nothing half-done
             _quantize_pending(args, pending, output, q_out)
-        try:
-            os.replace(pending, output)
-        except OSError as exc:
-            raise ExportError(f"cannot write {output}: {exc}") from exc
-    finally:
-        if pending.exists():
-            pending.unlink()
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, opset {opset_of(onnx.load(str(output)))}, "
           f"via {path_used}, {time.perf_counter() - started:.1f} s): {card.name} v{card.version}, "
           f"{len(card.labels)} labels, activation {card.activation}")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
+from typing import Iterator
 
 log = logging.getLogger("model_export")
 
@@ -142,3 +145,27 @@ def save_single_file(model, path: str | Path) -> Path:
         raise ExportError("model is over 2 GB and cannot be stored as a single .onnx file")
     onnx.save_model(model, str(path), save_as_external_data=False)
     return path
+
+
+@contextlib.contextmanager
+def written_beside(output: Path, pending_name: str) -> Iterator[Path]:
+    """A path beside ``output`` (named ``pending_name``) for the block to write; renamed over ``output``
+    when the block ends without an error, removed in any case. Never a half-written ``output``, and a
+    file hard-linked to the old one (a copy of the tree) keeps its content. A directory that cannot be
+    made or a rename that fails is an ExportError; what the block raises passes through."""
+    from model_export.errors import ExportError
+
+    pending = output.with_name(pending_name)
+    try:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExportError(f"cannot write {output}: {exc}") from exc
+        yield pending
+        try:
+            os.replace(pending, output)
+        except OSError as exc:
+            raise ExportError(f"cannot write {output}: {exc}") from exc
+    finally:
+        if pending.exists():
+            pending.unlink()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -32,6 +31,7 @@ from PIL import Image, ImageOps
 
 from classifier.spec import activate
 from model_export.errors import ExportError, QuantizationError
+from model_export.graph import written_beside
 from model_export.metadata import read_card, write_card
 from model_export.parity import batch, decisions, onnx_predictor, sample_photos
 
@@ -289,15 +289,9 @@ def quantize(
 
 
 def _install(candidate: Path, output: Path) -> None:
-    """Copy beside ``output``, then rename over it: never a half-written file, and a file hard-linked to the
-    old ``output`` (a copy of the tree) keeps its content."""
-    pending = output.with_name(f".{output.name}.pending")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(candidate, pending)
-        os.replace(pending, output)
-    except OSError as exc:
-        raise ExportError(f"cannot write {output}: {exc}") from exc
-    finally:
-        if pending.exists():
-            pending.unlink()
+    """Copy beside ``output``, then rename over it (``graph.written_beside``)."""
+    with written_beside(output, f".{output.name}.pending") as pending:
+        try:
+            shutil.copyfile(candidate, pending)
+        except OSError as exc:
+            raise ExportError(f"cannot write {output}: {exc}") from exc
