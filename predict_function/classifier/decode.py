@@ -34,24 +34,16 @@ _LOW_BIT_GRAY_SCALE = {"L;2": 0x55, "L;4": 0x11}
 # EXIF orientation -> the transpose that makes the image upright (ImageOps.exif_transpose's), and what
 # it does to the axes: (swaps them, reverses the upright x axis, reverses the upright y axis). Other
 # values: the image is left as stored.
-_UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,  # 90 degrees clockwise
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
+_ORIENTATIONS = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT, (False, True, False)),
+    3: (Image.Transpose.ROTATE_180, (False, True, True)),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM, (False, False, True)),
+    5: (Image.Transpose.TRANSPOSE, (True, False, False)),
+    6: (Image.Transpose.ROTATE_270, (True, True, False)),  # 90 degrees clockwise
+    7: (Image.Transpose.TRANSVERSE, (True, True, True)),
+    8: (Image.Transpose.ROTATE_90, (True, False, True)),
 }
-_ORIENTATION_AXES = {
-    2: (False, True, False),
-    3: (False, True, True),
-    4: (False, False, True),
-    5: (True, False, False),
-    6: (True, True, False),
-    7: (True, True, True),
-    8: (True, False, True),
-}
+_STORED_UPRIGHT = (None, (False, False, False))
 # Bytes a decoded image costs per row, besides its pixels (DECODE_BYTES_PER_PIXEL): Pillow keeps a row
 # pointer (8 bytes) in each of the up to 5 images a decode builds (the frame, a transposed copy, RGBA,
 # its alpha band, the white background). A 1 x 50M-pixel PNG with alpha (146 KB) peaked at 2.3 GB, 45
@@ -264,7 +256,7 @@ def _orientation(image: Image.Image) -> object:
 
 def _orientation_axes(image: Image.Image) -> tuple[bool, bool, bool]:
     """(swaps the axes, reverses x, reverses y): what _upright will do to ``image``."""
-    return _ORIENTATION_AXES.get(_orientation(image), (False, False, False))
+    return _ORIENTATIONS.get(_orientation(image), _STORED_UPRIGHT)[1]
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -273,7 +265,7 @@ def _upright(image: Image.Image) -> Image.Image:
     Not ImageOps.exif_transpose: it also rewrites the EXIF block, which fails on tags of a type
     Pillow does not expect (struct.error, KeyError, OverflowError: real phone photos, Pillow
     issues #4037, #6882, #8965), and nothing here reads the EXIF once the pixels are upright."""
-    method = _UPRIGHT.get(_orientation(image))
+    method = _ORIENTATIONS.get(_orientation(image), _STORED_UPRIGHT)[0]
     return image if method is None else image.transpose(method)
 
 
