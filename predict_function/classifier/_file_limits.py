@@ -4,7 +4,8 @@ Some of Pillow's parsers walk a file in Python, one step per structure the file 
 pixels it has: the pixel and byte limits cannot see that cost. Each check here reads only the
 structure (a few hundred bytes for a real file) and refuses a file that would make Pillow take
 orders of magnitude more steps than any real one. The progressive-JPEG scan limit, which is
-counted while libjpeg decodes, is in ``_jpeg_scans``.
+counted while libjpeg decodes, is in ``_jpeg_scans``. An arithmetic-coded JPEG is refused outright
+(see ``ARITHMETIC_SOF``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import PayloadTooLargeError
+from .errors import PayloadTooLargeError, UnsupportedMediaError
 
 # Pillow decodes an uncompressed TIFF strip by strip (or tile by tile) in Python, ~10 us each, and
 # takes one per StripOffsets/TileOffsets entry however few pixels the image has (past the last row
@@ -33,6 +34,12 @@ _TIFF_OFFSETS_TAGS = (273, 324)  # StripOffsets, TileOffsets
 # extended XMP split into 64 KB chunks adds one per chunk) and no bytes between them.
 MAX_JPEG_SEGMENTS = 1000
 MAX_JPEG_LOOSE_BYTES = 65536
+# Start-of-frame markers of arithmetic-coded JPEGs (SOF9-11, SOF13-15). Chrome and Firefox do not
+# display them (both closed the request as WontFix) and cameras do not write them, but libjpeg decodes
+# them, and arithmetic coding makes a repeated scan of a flat image a few bytes however many blocks it
+# walks: at the scan limit (_jpeg_scans) a 434-byte file of 7000 x 7000 held 1.8 s of CPU (100 scans:
+# 7.5 s); the Huffman-coded equivalent needs 193 KB. Refused (415) before Pillow or libjpeg reads them.
+ARITHMETIC_SOF = frozenset((0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
 # Pillow reads a GIF's extensions before its first image in Python (skipping stray bytes there one at
 # a time) and keeps every comment sub-block: 15 MB of one-byte comments held ~1.4 s of CPU and ~0.5 GB
 # (more than a 512 MB function has). A real GIF has a few extensions there (loop count, frame control,
@@ -53,7 +60,7 @@ _START_OF_SCAN = 0xDA
 
 def check(source: BinaryIO) -> int | None:
     """Refuse (413) a TIFF, JPEG, GIF or PNG whose structure would hold Pillow's parser far beyond a real
-    file's cost. Leaves ``source``'s position anywhere: the caller seeks back. Returns, for a JPEG,
+    file's cost, and (415) an arithmetic-coded JPEG. Leaves ``source``'s position anywhere: the caller seeks back. Returns, for a JPEG,
     the number of components its first scan lists (None if none was found, or not a JPEG)."""
     source.seek(0)
     head = source.read(16)
@@ -94,7 +101,7 @@ def _check_tiff_strips(source: BinaryIO, head: bytes) -> None:
 
 def _check_jpeg_header(source: BinaryIO) -> int | None:
     """More than MAX_JPEG_SEGMENTS segments, or MAX_JPEG_LOOSE_BYTES bytes between them, before the
-    first scan. Walks the header as Pillow does, seeking over each segment's payload. Returns the
+    first scan (413), or an arithmetic-coded frame (415). Walks the header as Pillow does, seeking over each segment's payload. Returns the
     components the first scan lists (None: no scan)."""
     source.seek(2)  # past SOI
     segments = loose = 0
@@ -116,6 +123,9 @@ def _check_jpeg_header(source: BinaryIO) -> int | None:
             return scan[2] if len(scan) == 3 else None
         if marker == b"\xff":
             break  # too many fill bytes
+        if marker[0] in ARITHMETIC_SOF:
+            raise UnsupportedMediaError("arithmetic-coded JPEGs are not supported (Chrome and Firefox do not "
+                                        "display them either): send a standard (Huffman-coded) JPEG")
         segments += 1
         if marker[0] == 0x00:  # an escaped FF: junk to Pillow too
             loose += 1

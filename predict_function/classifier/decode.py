@@ -14,7 +14,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
 from . import _file_limits, _libtiff
-from ._jpeg_scans import ScanLimitedReader
+from ._jpeg_scans import ScanLimitedReader, scan_limit
 from .errors import ClassifierError, CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
 from .settings import DECODE_BYTES_PER_PIXEL
 from .spec import SOURCE_GRID_KEY, SourceGrid
@@ -97,7 +97,7 @@ def decode_image(
             reduced = None
             if isinstance(image, JpegImagePlugin.JpegImageFile):  # (MPO too)
                 if _several_scans(image, first_scan):  # load() reads through it: no scan bomb
-                    image.fp = ScanLimitedReader(image.fp)
+                    image.fp = ScanLimitedReader(image.fp, scan_limit(full_size[0] * full_size[1]))
                 if draft_size is not None:
                     reduced = image.draft(image.mode, _stored_draft_size(image, draft_size))
             _check_decoded_pixels(image, full_size, first_scan, max_decoded_pixels)

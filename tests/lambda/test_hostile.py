@@ -50,6 +50,7 @@ from bench.crafted import (
     exif_with_odd_tag,
     gif_extension_bomb,
     gif_header_bomb,
+    jpeg_arithmetic,
     jpeg_header_bomb,
     jpeg_header_padding_bomb,
     jpeg_repeat_last_scan,
@@ -172,6 +173,7 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         "pdf": b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n",
         "ico-not-allow-listed": encode(cat.resize((32, 32)), "ICO"),
         "nul-bytes": b"\x00" * 1024,
+        "jpeg-arithmetic-progressive": jpeg_arithmetic(progressive=True),  # a real file; Chrome and Firefox refuse it too
         # awkward but valid -> 200
         "png-16bit-gray": encode(Image.fromarray(np.asarray(cat.convert("L"), np.uint16) * 257), "PNG"),
         "png-16bit-rgb": png_rgb16(cat),
@@ -219,6 +221,7 @@ IMAGE_EXPECTATIONS = {
     "pdf": (415, "unsupported_media"),
     "ico-not-allow-listed": (415, "unsupported_media"),
     "nul-bytes": (415, "unsupported_media"),
+    "jpeg-arithmetic-progressive": (415, "unsupported_media"),
     "png-16bit-gray": (200, None),
     "png-16bit-rgb": (200, None),
     "jpeg-cmyk": (200, None),

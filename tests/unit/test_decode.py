@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from bench.crafted import (apng, bmp_rle8, exif_with_odd_tag, gif_extension_bomb, jpeg_header_padding_bomb,
+from bench.crafted import (apng, bmp_rle8, exif_with_odd_tag, gif_extension_bomb, jpeg_arithmetic, jpeg_header_padding_bomb,
                            jpeg_sequential_scans, png_chunk, png_chunk_bomb, tiff_associated_alpha, tiff_strip_bomb)
 from classifier import _file_limits
 from classifier.decode import DECODE_BYTES_PER_ROW, MAX_BMP_RLE_PIXELS, decode_image, to_rgb
@@ -639,6 +639,22 @@ def test_a_sequential_jpeg_in_separate_scans_is_held_to_the_scan_limit():
     assert decode_image(jpeg_sequential_scans(64, 64), MAX).getextrema() == ((128, 128),) * 3
     with pytest.raises(PayloadTooLargeError, match="more than 100 scans"):
         decode_image(jpeg_sequential_scans(64, 64, repeats=150), MAX)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_an_arithmetic_coded_jpeg_is_refused_before_it_is_decoded(progressive, monkeypatch):
+    data = jpeg_arithmetic(progressive)
+    with pytest.raises(UnsupportedMediaError, match="arithmetic-coded") as caught:
+        decode_image(data, MAX)
+    assert caught.value.status == 415
+    monkeypatch.setattr(_file_limits, "ARITHMETIC_SOF", frozenset())  # the file is real: libjpeg would decode it
+    assert decode_image(data, MAX).getpixel((10, 10)) == (200, 31, 90)
+
+
+def test_huffman_coded_jpegs_of_every_kind_still_decode():
+    picture = Image.new("RGB", (64, 48), (200, 30, 90))
+    for kw in ({}, {"progressive": True}, {"optimize": True}, {"subsampling": 0}):
+        assert decode_image(encode(picture, "JPEG", **kw), MAX).size == (64, 48)
 
 
 def test_a_jpeg_is_held_to_the_memory_cap_at_the_size_it_is_decoded_at():

@@ -7,7 +7,8 @@ from PIL import Image
 
 from bench.crafted import jpeg_repeat_last_scan as repeat_last_scan
 from bench.crafted import jpeg_segments as segments
-from classifier._jpeg_scans import MAX_JPEG_SCANS, ScanLimitedReader
+from bench.crafted import jpeg_scan_bomb
+from classifier._jpeg_scans import MAX_JPEG_SCANS, MIN_JPEG_SCANS, SCAN_PIXEL_BUDGET, ScanLimitedReader, scan_limit
 from classifier.decode import decode_image
 from classifier.errors import PayloadTooLargeError
 
@@ -42,6 +43,25 @@ def test_a_jpeg_over_the_scan_limit_is_refused():
     assert count_scans(data) > MAX_JPEG_SCANS
     with pytest.raises(PayloadTooLargeError, match="scans"):
         decode_image(data, MAX_PIXELS)
+
+
+def test_the_limit_falls_with_the_pixels_a_scan_walks():
+    assert scan_limit(1) == scan_limit(12_000_000) == MAX_JPEG_SCANS
+    assert scan_limit(25_000_000) == SCAN_PIXEL_BUDGET // 25_000_000 == 50
+    assert scan_limit(50_000_000) == scan_limit(10**9) == MIN_JPEG_SCANS
+    sizes = range(1, 80_000_000, 997_001)
+    assert all(scan_limit(a) >= scan_limit(b) for a, b in zip(sizes, sizes[1:]))
+
+
+def test_a_large_jpeg_is_held_to_its_lower_limit():
+    # 6 + 54 = 60 scans: within the limit at 4 MP, over it at 25 MP (each repeat a pass over 25 MP)
+    assert decode_image(jpeg_scan_bomb(2000, 2000, repeats=54), MAX_PIXELS).size == (2000, 2000)
+    with pytest.raises(PayloadTooLargeError, match="more than 50 scans"):
+        decode_image(jpeg_scan_bomb(5000, 5000, repeats=54), MAX_PIXELS)
+
+
+def test_real_progressive_jpegs_are_far_below_the_limit_at_the_largest_size():
+    assert count_scans(progressive_jpeg()) * 2 < MIN_JPEG_SCANS
 
 
 def test_the_decoder_stops_reading_at_the_limit():
