@@ -1,4 +1,4 @@
-"""bench/cold_start.py, session_options.py, idle_threads.py, fetch_cost.py and decode_memory.py on a tiny scale: every variant starts, runs, and is reported (no time asserted)."""
+"""bench/cold_start.py, session_options.py, idle_threads.py, fetch_cost.py, decode_memory.py and worst_case.py on a tiny scale: every variant starts, runs, and is reported (no time asserted)."""
 
 from __future__ import annotations
 
@@ -107,3 +107,14 @@ def test_decode_memory_reports_every_kind_of_image(tmp_path, capsys):
     assert set(rows) == set(decode_memory.KINDS)
     assert float(rows["jpeg-reduced-decode"][2]) < float(rows["jpeg-full-decode"][2]) == 4.0  # decoded MP
     assert all(float(row[4]) >= float(row[3]) > 0 for row in rows.values())  # peak >= warm
+
+
+def test_worst_case_sends_each_file_to_the_real_handler_and_reports_its_status(tmp_path, capsys):
+    from bench import worst_case
+
+    over, under = "jpeg progressive 12.5 MP, 101 scans (over)", "gif 65,536 extension blocks"
+    assert worst_case.main(["--only", over, "--only", under, "--build-dir", str(tmp_path)]) == 0
+    rows = {line[:44].strip(): line[44:].split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(rows) == {over, under}
+    assert rows[over][1] == "413" and rows[under][1] == "200"  # KB, status, CPU s, wall s, +MB
+    assert float(rows[under][3]) > 0  # it was decoded and classified: inference alone takes milliseconds
