@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,3 +132,12 @@ def assert_refused_before_connecting(url: str, allow_private: bool, ports: tuple
     with pytest.raises((BlockedUrlError, BadRequestError)) as refused:
         check_url(url, policy)
     return refused.value.status
+
+
+def logs_once_they_hold(emulator, text: str, patience_s: float = 30.0) -> str:
+    """The emulator's logs once ``text`` is in them (or as they are after ``patience_s``): the RIE writes its
+    REPORT line after the response has gone out, and the log reader thread may not have read it yet."""
+    give_up = time.monotonic() + patience_s
+    while text not in emulator.logs and time.monotonic() < give_up:
+        time.sleep(0.02)
+    return emulator.logs

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from local_lambda import Emulator, EmulatorError, rie_path
-
-
-def logs_once_they_hold(emulator: Emulator, text: str, patience_s: float = 30.0) -> str:
-    """The emulator's logs once ``text`` is in them (or as they are after ``patience_s``): the RIE writes its
-    REPORT line after the response has gone out, and the log reader thread may not have read it yet."""
-    give_up = time.monotonic() + patience_s
-    while text not in emulator.logs and time.monotonic() < give_up:
-        time.sleep(0.02)
-    return emulator.logs
+from support import logs_once_they_hold
 
 
 @pytest.fixture
