@@ -263,3 +263,29 @@ _ARITHMETIC_JPEG = {
 def jpeg_arithmetic(progressive: bool = False) -> bytes:
     """A real arithmetic-coded JPEG (SOF9, or SOF10 when ``progressive``), 64 x 48."""
     return bytes.fromhex(_ARITHMETIC_JPEG[progressive])
+
+
+def tiff_jpeg_strips(jpeg: bytes, width: int, height: int, strips: int = 1, compression: int = 7) -> bytes:
+    """A gray TIFF of ``width`` x ``height`` with JPEG compression (7; 6 for old-style JPEG) whose
+    ``strips`` strips of ``ceil(height / strips)`` rows each all point at the one JPEG stream ``jpeg``
+    (libtiff hands each strip's bytes to libjpeg: give it a progressive JPEG with repeated scans and
+    every strip repeats them)."""
+    rows = -(-height // strips)
+    ifd_at, n_tags = 8, 9
+    arrays_at = ifd_at + 2 + n_tags * 12 + 4
+    data_at = arrays_at + 8 * strips
+    offsets = struct.pack(f"<{strips}L", *([data_at] * strips))
+    counts = struct.pack(f"<{strips}L", *([len(jpeg)] * strips))
+    def field(count: int, inline: int, array_at: int) -> bytes:
+        return struct.pack("<L", inline if count == 1 else array_at)
+    tags = [struct.pack("<HHL", 256, 4, 1) + struct.pack("<L", width),
+            struct.pack("<HHL", 257, 4, 1) + struct.pack("<L", height),
+            struct.pack("<HHL", 258, 3, 1) + struct.pack("<HH", 8, 0),
+            struct.pack("<HHL", 259, 3, 1) + struct.pack("<HH", compression, 0),
+            struct.pack("<HHL", 262, 3, 1) + struct.pack("<HH", 1, 0),
+            struct.pack("<HHL", 273, 4, strips) + field(strips, data_at, arrays_at),
+            struct.pack("<HHL", 277, 3, 1) + struct.pack("<HH", 1, 0),
+            struct.pack("<HHL", 278, 4, 1) + struct.pack("<L", rows),
+            struct.pack("<HHL", 279, 4, strips) + field(strips, len(jpeg), arrays_at + 4 * strips)]
+    arrays = offsets + counts if strips > 1 else b"\x00" * 8 * strips
+    return b"II*\x00" + struct.pack("<LH", ifd_at, n_tags) + b"".join(tags) + struct.pack("<L", 0) + arrays + jpeg

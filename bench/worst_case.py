@@ -5,7 +5,7 @@ the largest real images the function accepts.
     python -m bench.worst_case --runs 3 --only jpeg --only png
 
 What a stranger's request can cost is bounded by the limits in ``classifier._file_limits``,
-``_jpeg_scans`` and ``decode`` (scans, strips, segments, chunks, RLE data, pixels). Each row here is
+``_jpeg_scans`` and ``decode`` (scans, also of a TIFF's JPEG strips, strips, segments, chunks, RLE data, pixels). Each row here is
 one file built to sit at (or one step past) such a limit, or a real image of the largest size
 allowed (50 MP, under the 15 MB download cap), sent inline (base64) to the real handler module
 (``classifier.handler``: cold start as in the image, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE=2048``) in
@@ -33,7 +33,8 @@ if str(REPO) not in sys.path:
 
 from bench.cold_start import _staged_task_root, child_env, interleaved  # noqa: E402
 from bench.crafted import (bmp_rle8, encode, gif_extension_bomb, jpeg_header_padding_bomb,  # noqa: E402
-                           jpeg_repeat_last_scan, jpeg_sequential_scans, png_chunk_bomb, tiff_strip_bomb)
+                           jpeg_repeat_last_scan, jpeg_sequential_scans, png_chunk_bomb, tiff_jpeg_strips,
+                           tiff_strip_bomb)
 
 _CHILD = r"""
 import base64, json, sys, time
@@ -103,6 +104,8 @@ CASES: Dict[str, Callable[[], bytes]] = {
     "jpeg sequential 12.5 MP, 99 scans": lambda: jpeg_sequential_scans(3535, 3535, 99 - 3),
     "bmp rle8 1 MP, most data allowed": lambda: _bmp_rle_at_limits(1000),
     "tiff 65,536 strips": lambda: tiff_strip_bomb(65_536),
+    "tiff jpeg strip 49 MP, 25 scans": lambda: tiff_jpeg_strips(_flat_progressive_gray(7000, 25), 7000, 7000),
+    "tiff jpeg strip 49 MP, 26 scans (over)": lambda: tiff_jpeg_strips(_flat_progressive_gray(7000, 26), 7000, 7000),
     "jpeg header 990 segments + 60 KiB fill": lambda: jpeg_header_padding_bomb(990, fill=61_440),
     "gif 65,536 extension blocks": lambda: gif_extension_bomb(32_767),
     "png 65,536 chunks": lambda: png_chunk_bomb(65_530),
@@ -112,6 +115,7 @@ CASES: Dict[str, Callable[[], bytes]] = {
     "webp 50 MP lossy": lambda: encode(_photo_like(_W, _H), "WEBP", quality=80),
     "png 50 MP RGB": lambda: encode(_photo_like(_W, _H, grain=0), "PNG", compress_level=9),
     "tiff 50 MP LZW (bands)": lambda: encode(_bands(_W, _H), "TIFF", compression="tiff_lzw"),
+    "tiff 50 MP JPEG-compressed": lambda: encode(_photo_like(_W, _H), "TIFF", compression="jpeg", quality=85),
     "gif 50 MP (bands)": lambda: encode(_bands(_W, _H).convert("P"), "GIF"),
 }
 

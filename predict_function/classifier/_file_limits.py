@@ -4,8 +4,8 @@ Some of Pillow's parsers walk a file in Python, one step per structure the file 
 pixels it has: the pixel and byte limits cannot see that cost. Each check here reads only the
 structure (a few hundred bytes for a real file) and refuses a file that would make Pillow take
 orders of magnitude more steps than any real one. The progressive-JPEG scan limit, which is
-counted while libjpeg decodes, is in ``_jpeg_scans``. An arithmetic-coded JPEG is refused outright
-(see ``ARITHMETIC_SOF``).
+counted while libjpeg decodes, is in ``_jpeg_scans``; the same limit holds a JPEG-compressed TIFF's strips
+here (``_check_tiff_jpeg``). An arithmetic-coded JPEG is refused outright (see ``ARITHMETIC_SOF``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ._jpeg_scans import MAX_JPEG_SCANS, scan_limit
 from .errors import PayloadTooLargeError, UnsupportedMediaError
 
 # Pillow decodes an uncompressed TIFF strip by strip (or tile by tile) in Python, ~10 us each, and
@@ -27,6 +28,15 @@ MAX_TIFF_STRIPS = 65536
 MAX_TIFF_ENTRIES = 4096
 TIFF_PREFIXES = (b"MM\x00*", b"II*\x00", b"MM*\x00", b"II\x00*", b"MM\x00+", b"II+\x00")  # Pillow's
 _TIFF_OFFSETS_TAGS = (273, 324)  # StripOffsets, TileOffsets
+# A JPEG-compressed TIFF (compression 7) is a JPEG stream per strip or tile, which libtiff hands to
+# libjpeg without anything of ours in between: a strip may repeat a scan like a progressive JPEG
+# file (libtiff stops at 100 scans a strip), and many strips may point at the same data. One strip
+# of 7000 x 7000 at 99 scans, 200 KB, held 6.4 s of CPU (arithmetic-coded, 1.4 KB: 8.5 s). So the
+# scans of every strip (FF DA pairs in its bytes, an upper bound as for a JPEG file) times its pixels
+# are held to what a JPEG file of the image's size may cost (_jpeg_scans.scan_limit). Old-style
+# JPEG in TIFF (compression 6, replaced in 1995 by TIFF Technical Note 2) is refused (415).
+_TIFF_OLD_JPEG, _TIFF_JPEG = 6, 7
+_TIFF_TYPES = {3: "u2", 4: "u4", 16: "u8"}  # SHORT, LONG, LONG8: how sizes, offsets and counts are stored
 
 # Pillow reads a JPEG's header (everything before the first scan) in Python: a step per segment
 # and per byte between segments (fill bytes, junk). A 15 MB file of empty APP segments or of fill
@@ -96,6 +106,65 @@ def _check_tiff_strips(source: BinaryIO, head: bytes) -> None:
     if strips.size and strips.max() > MAX_TIFF_STRIPS:
         raise PayloadTooLargeError(
             f"the TIFF has more than {MAX_TIFF_STRIPS} strips or tiles: refused, decoding it would take too long"
+        )
+    _check_tiff_jpeg(_TiffDirectory(source, table, endian, order))
+
+
+class _TiffDirectory:
+    """The first directory's entries as libtiff reads them (the first of a repeated tag; libtiff
+    ignores the others)."""
+
+    def __init__(self, source: BinaryIO, table: np.ndarray, endian: str, order: str) -> None:
+        self.source, self.table, self.endian, self.order = source, table, endian, order
+
+    def values(self, tag: int) -> np.ndarray | None:
+        """The tag's values (SHORT, LONG or LONG8), or None if it is absent or of another type."""
+        hits = np.flatnonzero(self.table["tag"] == tag)
+        if not hits.size or int(self.table["type"][hits[0]]) not in _TIFF_TYPES:
+            return None
+        entry = self.table[hits[0]]
+        kind = np.dtype(self.endian + _TIFF_TYPES[int(entry["type"])])
+        size, raw = int(entry["count"]) * kind.itemsize, bytes(entry["value"])
+        if size > len(raw):  # stored elsewhere: the field holds its offset
+            self.source.seek(int.from_bytes(raw, self.order))
+            raw = self.source.read(size)
+        return np.frombuffer(raw[:size], kind, count=min(size, len(raw)) // kind.itemsize).astype(np.int64)
+
+    def value(self, tag: int, default: int = 0) -> int:
+        values = self.values(tag)
+        return int(values[0]) if values is not None and values.size else default
+
+
+def _check_tiff_jpeg(directory: _TiffDirectory) -> None:
+    """Old-style JPEG compression (415), or JPEG strips or tiles whose scans x pixels exceed what a
+    JPEG file of the image's size may cost (413)."""
+    compression = directory.value(259, 1)
+    if compression == _TIFF_OLD_JPEG:
+        raise UnsupportedMediaError("old-style JPEG compression in TIFF (compression 6, obsolete since 1995) is not "
+                                    "supported: send the JPEG itself, or a TIFF with JPEG (7), LZW or Deflate compression")
+    if compression != _TIFF_JPEG:
+        return
+    width, height = directory.value(256), directory.value(257)
+    tiled = directory.values(322) is not None  # TileWidth: libtiff reads tiles, else strips
+    if tiled:
+        offsets, counts = directory.values(324), directory.values(325)
+        pixels_each = directory.value(322) * directory.value(323)
+    else:
+        offsets, counts = directory.values(273), directory.values(279)
+        pixels_each = width * min(directory.value(278, height), height)
+    if offsets is None or not offsets.size:
+        return  # nothing to decode: libtiff's to refuse
+    directory.source.seek(0)
+    data = np.frombuffer(directory.source.read(), np.uint8)
+    markers = np.flatnonzero((data[:-1] == 0xFF) & (data[1:] == 0xDA))  # where each FF DA starts
+    ends = offsets + counts if counts is not None and counts.size == offsets.size else np.full_like(offsets, data.size)
+    scans = np.searchsorted(markers, np.minimum(ends, data.size) - 1) - np.searchsorted(markers, offsets)
+    scans = np.maximum(scans, 0)  # an empty or inverted range holds none
+    pixels = width * height
+    if scans.max() > MAX_JPEG_SCANS or int(scans.sum()) * pixels_each > scan_limit(pixels) * pixels:
+        raise PayloadTooLargeError(
+            "the TIFF's JPEG strips or tiles have more scans than an image of its size may (a normal one has one "
+            "a strip): refused, decoding it would take too long"
         )
 
 

@@ -14,7 +14,7 @@ segment (an EXIF thumbnail, an ICC profile) can add a few more, far below the li
 JPEGs libjpeg reads in several scans need it (``decode._several_scans``): progressive ones, and
 sequential ones whose components come in separate scans (there a repeat costs a full pass too,
 and with arithmetic coding a flat image's repeat is ~11 bytes: a 13 KB file of 7000 x 7000 held
-30 s of CPU). A sequential JPEG with every component in its first scan ends after it, as
+30 s of CPU; arithmetic-coded JPEGs are now refused before decoding, ``_file_limits.ARITHMETIC_SOF``). A sequential JPEG with every component in its first scan ends after it, as
 nearly every camera and encoder writes them. (numpy counts the pairs ~3.5x faster than
 ``bytes.count``: ~0.25 ms per MB.)
 

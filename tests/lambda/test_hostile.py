@@ -62,6 +62,7 @@ from bench.crafted import (
     png_real_bomb,
     png_rgb16,
     tiff_header_bomb,
+    tiff_jpeg_strips,
     tiff_strip_bomb,
     webp_header_bomb,
 )
@@ -188,6 +189,11 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         "jpeg-exif-rotated-odd-tag": encode(cat, "JPEG", exif=exif_with_odd_tag(6)),  # was a 500
         "webp": encode(cat, "WEBP"),
         "tiff": encode(cat, "TIFF"),
+        "tiff-jpeg-compressed": encode(cat, "TIFF", compression="jpeg"),
+        # one JPEG strip whose last scan repeats: 150 scans (libtiff itself would stop at 100, after 100 passes)
+        "tiff-jpeg-strip-150-scans": tiff_jpeg_strips(
+            jpeg_repeat_last_scan(encode(Image.new("L", (2000, 2000), 128), "JPEG", progressive=True), 144), 2000, 2000),
+        "tiff-old-style-jpeg": tiff_jpeg_strips(encode(Image.new("L", (64, 48), 128), "JPEG"), 64, 48, compression=6),
         "bmp": encode(cat, "BMP"),
         "png-1x1": encode(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
     }
@@ -235,12 +241,15 @@ IMAGE_EXPECTATIONS = {
     "jpeg-exif-rotated-odd-tag": (200, None),
     "webp": (200, None),
     "tiff": (200, None),
+    "tiff-jpeg-compressed": (200, None),
+    "tiff-jpeg-strip-150-scans": (413, "payload_too_large"),
+    "tiff-old-style-jpeg": (415, "unsupported_media"),
     "bmp": (200, None),
     "png-1x1": (200, None),
 }
 # Images whose top-1 label must still be a cat (the photo, re-encoded or converted).
 CAT_IMAGES = {"png-16bit-rgb", "jpeg-cmyk", "png-palette-transparency", "gif-animated-3-frames",
-              "jpeg-progressive", "jpeg-progressive-scan-repeated-20x", "jpeg-exif-rotated", "jpeg-exif-rotated-odd-tag", "webp", "tiff", "bmp"}
+              "jpeg-progressive", "jpeg-progressive-scan-repeated-20x", "jpeg-exif-rotated", "jpeg-exif-rotated-odd-tag", "webp", "tiff", "tiff-jpeg-compressed", "bmp"}
 
 
 # --- a loopback server that misbehaves on purpose ------------------------------------------------

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from bench.crafted import (apng, bmp_rle8, exif_with_odd_tag, gif_extension_bomb, jpeg_arithmetic, jpeg_header_padding_bomb,
-                           jpeg_sequential_scans, png_chunk, png_chunk_bomb, tiff_associated_alpha, tiff_strip_bomb)
+                           jpeg_repeat_last_scan, jpeg_sequential_scans, png_chunk, png_chunk_bomb, tiff_associated_alpha,
+                           tiff_jpeg_strips, tiff_strip_bomb)
 from classifier import _file_limits
 from classifier.decode import DECODE_BYTES_PER_ROW, MAX_BMP_RLE_PIXELS, decode_image, to_rgb
 from classifier.errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
@@ -655,6 +656,40 @@ def test_huffman_coded_jpegs_of_every_kind_still_decode():
     picture = Image.new("RGB", (64, 48), (200, 30, 90))
     for kw in ({}, {"progressive": True}, {"optimize": True}, {"subsampling": 0}):
         assert decode_image(encode(picture, "JPEG", **kw), MAX).size == (64, 48)
+
+
+def test_jpeg_compressed_tiffs_decode():
+    for mode, colour in (("RGB", (200, 30, 90)), ("L", 77)):
+        image = decode_image(encode(Image.new(mode, (640, 480), colour), "TIFF", compression="jpeg"), MAX)
+        assert image.size == (640, 480) and image.getpixel((5, 5)) == ((colour,) * 3 if mode == "L" else colour)
+    strip = encode(Image.new("L", (64, 12), 100), "JPEG")
+    assert decode_image(tiff_jpeg_strips(strip, 64, 48, strips=4), MAX).getpixel((3, 40)) == (100, 100, 100)
+
+
+def _progressive_gray(width: int, height: int, scans: int) -> bytes:
+    return jpeg_repeat_last_scan(encode(Image.new("L", (width, height), 128), "JPEG", progressive=True), scans - 6)
+
+
+def test_a_tiffs_jpeg_strip_is_held_to_the_scan_limit_of_a_jpeg_of_the_images_size():
+    # libtiff hands each strip to libjpeg as it is; 60 scans: allowed at 4 MP, not at 25 MP (limit 50)
+    assert decode_image(tiff_jpeg_strips(_progressive_gray(2000, 2000, 60), 2000, 2000), MAX).size == (2000, 2000)
+    with pytest.raises(PayloadTooLargeError, match="JPEG strips"):
+        decode_image(tiff_jpeg_strips(_progressive_gray(5000, 5000, 60), 5000, 5000), MAX)
+    with pytest.raises(PayloadTooLargeError, match="JPEG strips"):  # over 100 in one strip, at any size
+        decode_image(tiff_jpeg_strips(_progressive_gray(64, 12, 101), 64, 48, strips=4), MAX)
+
+
+def test_the_scans_of_every_strip_count_even_when_they_share_their_data():
+    # 100 strips of 50 rows, each pointing at the same 60-scan stream: 6000 scans of 250,000 pixels
+    # is 1.5e9 pixel-scans, over the 1.25e9 a 25 MP JPEG may cost, though no strip has more than 60
+    with pytest.raises(PayloadTooLargeError, match="JPEG strips"):
+        decode_image(tiff_jpeg_strips(_progressive_gray(5000, 50, 60), 5000, 5000, strips=100), MAX)
+
+
+def test_old_style_jpeg_in_tiff_is_refused():
+    with pytest.raises(UnsupportedMediaError, match="old-style JPEG") as caught:
+        decode_image(tiff_jpeg_strips(encode(Image.new("L", (64, 48), 100), "JPEG"), 64, 48, compression=6), MAX)
+    assert caught.value.status == 415
 
 
 def test_a_jpeg_is_held_to_the_memory_cap_at_the_size_it_is_decoded_at():
