@@ -265,27 +265,25 @@ def jpeg_arithmetic(progressive: bool = False) -> bytes:
     return bytes.fromhex(_ARITHMETIC_JPEG[progressive])
 
 
-def tiff_jpeg_strips(jpeg: bytes, width: int, height: int, strips: int = 1, compression: int = 7) -> bytes:
+def tiff_jpeg_strips(jpeg: bytes, width: int, height: int, strips: int = 1, compression: int = 7,
+                     tile: int | None = None) -> bytes:
     """A gray TIFF of ``width`` x ``height`` with JPEG compression (7; 6 for old-style JPEG) whose
-    ``strips`` strips of ``ceil(height / strips)`` rows each all point at the one JPEG stream ``jpeg``
-    (libtiff hands each strip's bytes to libjpeg: give it a progressive JPEG with repeated scans and
-    every strip repeats them)."""
-    rows = -(-height // strips)
-    ifd_at, n_tags = 8, 9
-    arrays_at = ifd_at + 2 + n_tags * 12 + 4
+    ``strips`` strips of ``ceil(height / strips)`` rows (or, with ``tile``, its tiles of ``tile`` x
+    ``tile``) all point at the one JPEG stream ``jpeg``: libtiff hands each strip's bytes to libjpeg,
+    so a progressive JPEG with repeated scans makes every strip repeat them."""
+    if tile is not None:
+        strips = -(-width // tile) * -(-height // tile)
+    n_tags = 10 if tile is not None else 9
+    arrays_at = 8 + 2 + n_tags * 12 + 4
     data_at = arrays_at + 8 * strips
-    offsets = struct.pack(f"<{strips}L", *([data_at] * strips))
-    counts = struct.pack(f"<{strips}L", *([len(jpeg)] * strips))
-    def field(count: int, inline: int, array_at: int) -> bytes:
-        return struct.pack("<L", inline if count == 1 else array_at)
-    tags = [struct.pack("<HHL", 256, 4, 1) + struct.pack("<L", width),
-            struct.pack("<HHL", 257, 4, 1) + struct.pack("<L", height),
-            struct.pack("<HHL", 258, 3, 1) + struct.pack("<HH", 8, 0),
-            struct.pack("<HHL", 259, 3, 1) + struct.pack("<HH", compression, 0),
-            struct.pack("<HHL", 262, 3, 1) + struct.pack("<HH", 1, 0),
-            struct.pack("<HHL", 273, 4, strips) + field(strips, data_at, arrays_at),
-            struct.pack("<HHL", 277, 3, 1) + struct.pack("<HH", 1, 0),
-            struct.pack("<HHL", 278, 4, 1) + struct.pack("<L", rows),
-            struct.pack("<HHL", 279, 4, strips) + field(strips, len(jpeg), arrays_at + 4 * strips)]
-    arrays = offsets + counts if strips > 1 else b"\x00" * 8 * strips
-    return b"II*\x00" + struct.pack("<LH", ifd_at, n_tags) + b"".join(tags) + struct.pack("<L", 0) + arrays + jpeg
+    def entry(tag: int, kind: int, count: int, value: int) -> bytes:
+        return struct.pack("<HHL", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<L", value))
+    one_strip = strips == 1
+    offsets = entry(324 if tile else 273, 4, strips, data_at if one_strip else arrays_at)
+    counts = entry(325 if tile else 279, 4, strips, len(jpeg) if one_strip else arrays_at + 4 * strips)
+    layout = ([entry(322, 4, 1, tile), entry(323, 4, 1, tile), offsets, counts] if tile is not None
+              else [offsets, entry(278, 4, 1, -(-height // strips)), counts])
+    tags = sorted([entry(256, 4, 1, width), entry(257, 4, 1, height), entry(258, 3, 1, 8), entry(259, 3, 1, compression),
+                   entry(262, 3, 1, 1), entry(277, 3, 1, 1), *layout], key=lambda e: struct.unpack("<H", e[:2])[0])
+    arrays = struct.pack(f"<{strips}L", *([data_at] * strips)) + struct.pack(f"<{strips}L", *([len(jpeg)] * strips))
+    return b"II*\x00" + struct.pack("<LH", 8, n_tags) + b"".join(tags) + struct.pack("<L", 0) + arrays + jpeg

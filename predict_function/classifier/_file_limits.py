@@ -145,27 +145,25 @@ def _check_tiff_jpeg(directory: _TiffDirectory) -> None:
     if compression != _TIFF_JPEG:
         return
     width, height = directory.value(256), directory.value(257)
-    tiled = directory.values(322) is not None  # TileWidth: libtiff reads tiles, else strips
-    if tiled:
-        offsets, counts = directory.values(324), directory.values(325)
-        pixels_each = directory.value(322) * directory.value(323)
-    else:
-        offsets, counts = directory.values(273), directory.values(279)
-        pixels_each = width * min(directory.value(278, height), height)
-    if offsets is None or not offsets.size:
-        return  # nothing to decode: libtiff's to refuse
+    pixels = width * height
+    tile_pixels = directory.value(322, width) * directory.value(323, height)
+    strip_pixels = width * min(directory.value(278, height), height)
     directory.source.seek(0)
     data = np.frombuffer(directory.source.read(), np.uint8)
     markers = np.flatnonzero((data[:-1] == 0xFF) & (data[1:] == 0xDA))  # where each FF DA starts
-    ends = offsets + counts if counts is not None and counts.size == offsets.size else np.full_like(offsets, data.size)
-    scans = np.searchsorted(markers, np.minimum(ends, data.size) - 1) - np.searchsorted(markers, offsets)
-    scans = np.maximum(scans, 0)  # an empty or inverted range holds none
-    pixels = width * height
-    if scans.max() > MAX_JPEG_SCANS or int(scans.sum()) * pixels_each > scan_limit(pixels) * pixels:
-        raise PayloadTooLargeError(
-            "the TIFF's JPEG strips or tiles have more scans than an image of its size may (a normal one has one "
-            "a strip): refused, decoding it would take too long"
-        )
+    # Strips and tiles both, whichever libtiff takes the file for (tiled when TileWidth or TileLength is there).
+    for offsets_tag, counts_tag, pixels_each in ((273, 279, strip_pixels), (324, 325, tile_pixels)):
+        offsets, counts = directory.values(offsets_tag), directory.values(counts_tag)
+        if offsets is None or not offsets.size:
+            continue
+        has_counts = counts is not None and counts.size == offsets.size
+        ends = np.minimum(offsets + counts if has_counts else data.size, data.size)
+        scans = np.maximum(np.searchsorted(markers, ends - 1) - np.searchsorted(markers, offsets), 0)
+        if scans.max() > MAX_JPEG_SCANS or int(scans.sum()) * pixels_each > scan_limit(pixels) * pixels:
+            raise PayloadTooLargeError(
+                "the TIFF's JPEG strips or tiles have more scans than an image of its size may (a normal one has "
+                "one a strip): refused, decoding it would take too long"
+            )
 
 
 def _check_jpeg_header(source: BinaryIO) -> int | None:

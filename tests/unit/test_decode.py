@@ -686,6 +686,13 @@ def test_the_scans_of_every_strip_count_even_when_they_share_their_data():
         decode_image(tiff_jpeg_strips(_progressive_gray(5000, 50, 60), 5000, 5000, strips=100), MAX)
 
 
+def test_a_tiled_tiffs_jpeg_tiles_are_held_to_the_same_limit():
+    tile = _progressive_gray(256, 256, 60)  # every tile points at it: 60 scans each
+    assert decode_image(tiff_jpeg_strips(tile, 512, 512, tile=256), MAX).getpixel((300, 300)) == (128, 128, 128)
+    with pytest.raises(PayloadTooLargeError, match="JPEG strips or tiles"):  # 400 tiles x 60 scans x 65,536 px: 1.57e9 > 1.23e9
+        decode_image(tiff_jpeg_strips(tile, 5120, 5120, tile=256), MAX)
+
+
 def test_old_style_jpeg_in_tiff_is_refused():
     with pytest.raises(UnsupportedMediaError, match="old-style JPEG") as caught:
         decode_image(tiff_jpeg_strips(encode(Image.new("L", (64, 48), 100), "JPEG"), 64, 48, compression=6), MAX)
