@@ -266,11 +266,12 @@ def jpeg_arithmetic(progressive: bool = False) -> bytes:
 
 
 def tiff_jpeg_strips(jpeg: bytes, width: int, height: int, strips: int = 1, compression: int = 7,
-                     tile: int | None = None) -> bytes:
-    """A gray TIFF of ``width`` x ``height`` with JPEG compression (7; 6 for old-style JPEG) whose
-    ``strips`` strips of ``ceil(height / strips)`` rows (or, with ``tile``, its tiles of ``tile`` x
-    ``tile``) all point at the one JPEG stream ``jpeg``: libtiff hands each strip's bytes to libjpeg,
-    so a progressive JPEG with repeated scans makes every strip repeat them."""
+                     tile: int | None = None, shared: bool = False, rows: int | None = None) -> bytes:
+    """A gray TIFF of ``width`` x ``height`` with JPEG compression (7; 6 for old-style JPEG; or any
+    other, e.g. 8 with a zlib stream as ``jpeg``) whose ``strips`` strips of ``rows`` rows (default
+    ``ceil(height / strips)``; or, with ``tile``, its tiles of ``tile`` x ``tile``) each hold a copy
+    of the stream ``jpeg`` (``shared``: all point at one copy). libtiff hands each strip's bytes to
+    libjpeg, so a progressive JPEG with repeated scans makes every strip repeat them."""
     if tile is not None:
         strips = -(-width // tile) * -(-height // tile)
     n_tags = 10 if tile is not None else 9
@@ -282,8 +283,10 @@ def tiff_jpeg_strips(jpeg: bytes, width: int, height: int, strips: int = 1, comp
     offsets = entry(324 if tile else 273, 4, strips, data_at if one_strip else arrays_at)
     counts = entry(325 if tile else 279, 4, strips, len(jpeg) if one_strip else arrays_at + 4 * strips)
     layout = ([entry(322, 4, 1, tile), entry(323, 4, 1, tile), offsets, counts] if tile is not None
-              else [offsets, entry(278, 4, 1, -(-height // strips)), counts])
+              else [offsets, entry(278, 4, 1, rows or -(-height // strips)), counts])
     tags = sorted([entry(256, 4, 1, width), entry(257, 4, 1, height), entry(258, 3, 1, 8), entry(259, 3, 1, compression),
                    entry(262, 3, 1, 1), entry(277, 3, 1, 1), *layout], key=lambda e: struct.unpack("<H", e[:2])[0])
-    arrays = struct.pack(f"<{strips}L", *([data_at] * strips)) + struct.pack(f"<{strips}L", *([len(jpeg)] * strips))
-    return b"II*\x00" + struct.pack("<LH", 8, n_tags) + b"".join(tags) + struct.pack("<L", 0) + arrays + jpeg
+    starts = [data_at] * strips if shared else [data_at + i * len(jpeg) for i in range(strips)]
+    arrays = struct.pack(f"<{strips}L", *starts) + struct.pack(f"<{strips}L", *([len(jpeg)] * strips))
+    body = jpeg if shared else jpeg * strips
+    return b"II*\x00" + struct.pack("<LH", 8, n_tags) + b"".join(tags) + struct.pack("<L", 0) + arrays + body

@@ -5,7 +5,7 @@ pixels it has: the pixel and byte limits cannot see that cost. Each check here r
 structure (a few hundred bytes for a real file) and refuses a file that would make Pillow take
 orders of magnitude more steps than any real one. The progressive-JPEG scan limit, which is
 counted while libjpeg decodes, is in ``_jpeg_scans``; the same limit holds a JPEG-compressed TIFF's strips
-here (``_check_tiff_jpeg``). An arithmetic-coded JPEG is refused outright (see ``ARITHMETIC_SOF``).
+here (``_check_jpeg_strips``). An arithmetic-coded JPEG is refused outright (see ``ARITHMETIC_SOF``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ _TIFF_OFFSETS_TAGS = (273, 324)  # StripOffsets, TileOffsets
 # are held to what a JPEG file of the image's size may cost (_jpeg_scans.scan_limit). Old-style
 # JPEG in TIFF (compression 6, replaced in 1995 by TIFF Technical Note 2) is refused (415).
 _TIFF_OLD_JPEG, _TIFF_JPEG = 6, 7
-_TIFF_TYPES = {3: "u2", 4: "u4", 16: "u8"}  # SHORT, LONG, LONG8: how sizes, offsets and counts are stored
+# Every integer type libtiff accepts for sizes, offsets and counts (BYTE, SHORT, LONG, SBYTE, SSHORT,
+# SLONG, IFD, LONG8, SLONG8, IFD8): reading only the usual ones would let an odd type hide a tag.
+_TIFF_TYPES = {1: "u1", 3: "u2", 4: "u4", 6: "i1", 8: "i2", 9: "i4", 13: "u4", 16: "u8", 17: "i8", 18: "u8"}
+# A JPEG-compressed TIFF lists a strip per 8 or 16 rows, or a tile per 256 x 256: ~800 at 50 MP.
+MAX_TIFF_JPEG_STRIPS = 8192
 
 # Pillow reads a JPEG's header (everything before the first scan) in Python: a step per segment
 # and per byte between segments (fill bytes, junk). A 15 MB file of empty APP segments or of fill
@@ -66,6 +70,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # 0xC0 ("no marker found") and stops at the first SOS (libjpeg takes over).
 _NO_LENGTH = frozenset(range(0xD0, 0xDA)) | {0xC8} | frozenset(range(0xF0, 0xFE))
 _START_OF_SCAN = 0xDA
+_START_OF_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15 (not DHT, JPG, DAC)
 
 
 def check(source: BinaryIO) -> int | None:
@@ -107,7 +112,7 @@ def _check_tiff_strips(source: BinaryIO, head: bytes) -> None:
         raise PayloadTooLargeError(
             f"the TIFF has more than {MAX_TIFF_STRIPS} strips or tiles: refused, decoding it would take too long"
         )
-    _check_tiff_jpeg(_TiffDirectory(source, table, endian, order))
+    _check_tiff_data(_TiffDirectory(source, table, endian, order))
 
 
 class _TiffDirectory:
@@ -118,7 +123,7 @@ class _TiffDirectory:
         self.source, self.table, self.endian, self.order = source, table, endian, order
 
     def values(self, tag: int) -> np.ndarray | None:
-        """The tag's values (SHORT, LONG or LONG8), or None if it is absent or of another type."""
+        """The tag's values (any integer type), or None if it is absent or not integers (libtiff refuses those)."""
         hits = np.flatnonzero(self.table["tag"] == tag)
         if not hits.size or int(self.table["type"][hits[0]]) not in _TIFF_TYPES:
             return None
@@ -135,42 +140,75 @@ class _TiffDirectory:
         return int(values[0]) if values is not None and values.size else default
 
 
-def _check_tiff_jpeg(directory: _TiffDirectory) -> None:
-    """Old-style JPEG compression (415), or JPEG strips or tiles whose scans x pixels exceed what a
-    JPEG file of the image's size may cost (413)."""
+def _check_tiff_data(directory: _TiffDirectory) -> None:
+    """For a compressed TIFF (libtiff decodes it): old-style JPEG (415); strips or tiles whose byte counts
+    add up to more than the file (413: libtiff decodes each, so shared bytes multiply the work: 1 MB of
+    empty Deflate blocks behind 64 one-pixel strips held 10 s of CPU, 65,536 of them would hold hours;
+    with the bytes decoded at most the file's, 15 MB of such blocks cost ~2.4 s); and for JPEG
+    compression, the checks of ``_check_jpeg_strips``."""
     compression = directory.value(259, 1)
     if compression == _TIFF_OLD_JPEG:
         raise UnsupportedMediaError("old-style JPEG compression in TIFF (compression 6, obsolete since 1995) is not "
                                     "supported: send the JPEG itself, or a TIFF with JPEG (7), LZW or Deflate compression")
-    if compression != _TIFF_JPEG:
-        return
+    if compression == 1:
+        return  # uncompressed: Pillow reads the strips itself (MAX_TIFF_STRIPS)
     width, height = directory.value(256), directory.value(257)
-    pixels = width * height
-    tile_pixels = directory.value(322, width) * directory.value(323, height)
-    strip_pixels = width * min(directory.value(278, height), height)
     directory.source.seek(0)
-    data = np.frombuffer(directory.source.read(), np.uint8)
-    markers = np.flatnonzero((data[:-1] == 0xFF) & (data[1:] == 0xDA))  # where each FF DA starts
+    raw = directory.source.read()
     # Strips and tiles both, whichever libtiff takes the file for (tiled when TileWidth or TileLength is there).
-    for offsets_tag, counts_tag, pixels_each in ((273, 279, strip_pixels), (324, 325, tile_pixels)):
+    layouts = ((273, 279, width, min(directory.value(278, height), height)),
+               (324, 325, directory.value(322, width), directory.value(323, height)))
+    for offsets_tag, counts_tag, segment_width, segment_height in layouts:
         offsets, counts = directory.values(offsets_tag), directory.values(counts_tag)
         if offsets is None or not offsets.size:
             continue
+        starts = np.clip(offsets, 0, len(raw))
         has_counts = counts is not None and counts.size == offsets.size
-        ends = np.minimum(offsets + counts if has_counts else data.size, data.size)
-        scans = np.maximum(np.searchsorted(markers, ends - 1) - np.searchsorted(markers, offsets), 0)
-        if scans.max() > MAX_JPEG_SCANS or int(scans.sum()) * pixels_each > scan_limit(pixels) * pixels:
-            raise PayloadTooLargeError(
-                "the TIFF's JPEG strips or tiles have more scans than an image of its size may (a normal one has "
-                "one a strip): refused, decoding it would take too long"
-            )
+        ends = np.clip(offsets + counts, starts, len(raw)) if has_counts else np.full_like(starts, len(raw))
+        if int((ends - starts).sum()) > len(raw):
+            raise PayloadTooLargeError("the TIFF's strips or tiles add up to more bytes than the file holds (they share "
+                                       "their data; a real file stores each once): refused, decoding it would take too long")
+        if compression == _TIFF_JPEG:
+            _check_jpeg_strips(raw, starts, ends, (segment_width, segment_height), width * height)
 
 
-def _check_jpeg_header(source: BinaryIO) -> int | None:
+def _check_jpeg_strips(raw: bytes, starts: np.ndarray, ends: np.ndarray, segment: tuple[int, int], pixels: int) -> None:
+    """A JPEG-compressed TIFF's strips (or tiles), which libtiff hands to libjpeg as they are (413):
+    more than MAX_TIFF_JPEG_STRIPS; a strip whose JPEG frame is larger than the strip (libtiff lets
+    the last strip's be taller, and a progressive frame is decoded whole: a 402-byte TIFF of 20000 x 1
+    whose strip says 20000 x 30000 held 1.1 GB); or scans (FF DA pairs in each strip's bytes, an upper
+    bound as for a JPEG file) x strip pixels beyond what a JPEG file of the image's size may cost
+    (_jpeg_scans.scan_limit; one 49 MP strip at 99 scans held 6.4 s of CPU). An arithmetic-coded strip
+    is refused (415) as a JPEG file is."""
+    if starts.size > MAX_TIFF_JPEG_STRIPS:
+        raise PayloadTooLargeError(f"the TIFF has more than {MAX_TIFF_JPEG_STRIPS} JPEG strips or tiles (a real one has "
+                                   "hundreds): refused, decoding it would take too long")
+    data = np.frombuffer(raw, np.uint8)
+    markers = np.flatnonzero((data[:-1] == 0xFF) & (data[1:] == 0xDA))  # where each FF DA starts
+    scans = np.maximum(np.searchsorted(markers, ends - 1) - np.searchsorted(markers, starts), 0)
+    segment_width, segment_height = segment
+    if scans.max() > MAX_JPEG_SCANS or int(scans.sum()) * segment_width * segment_height > scan_limit(pixels) * pixels:
+        raise PayloadTooLargeError(
+            "the TIFF's JPEG strips or tiles have more scans than an image of its size may (a normal one has "
+            "one a strip): refused, decoding it would take too long"
+        )
+    source = io.BytesIO(raw)
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        if raw[start:start + 3] != b"\xff\xd8\xff":
+            continue  # not a JPEG stream: libjpeg refuses it
+        frames: list[tuple[int, int]] = []
+        _check_jpeg_header(source, start, frames)
+        if any(height > segment_height or width > segment_width for height, width in frames):
+            raise PayloadTooLargeError(f"a JPEG strip or tile of the TIFF is larger than its {segment_width} x "
+                                       f"{segment_height} pixels: refused, decoding it would take too much memory")
+
+
+def _check_jpeg_header(source: BinaryIO, start: int = 0, frames: list[tuple[int, int]] | None = None) -> int | None:
     """More than MAX_JPEG_SEGMENTS segments, or MAX_JPEG_LOOSE_BYTES bytes between them, before the
-    first scan (413), or an arithmetic-coded frame (415). Walks the header as Pillow does, seeking over each segment's payload. Returns the
-    components the first scan lists (None: no scan)."""
-    source.seek(2)  # past SOI
+    first scan (413), or an arithmetic-coded frame (415), in the JPEG stream at ``start``. Walks the
+    header as Pillow does, seeking over each segment's payload; appends each frame's (height, width)
+    to ``frames``. Returns the components the first scan lists (None: no scan)."""
+    source.seek(start + 2)  # past SOI
     segments = loose = 0
     while segments <= MAX_JPEG_SEGMENTS and loose <= MAX_JPEG_LOOSE_BYTES:
         byte = source.read(1)
@@ -202,6 +240,11 @@ def _check_jpeg_header(source: BinaryIO) -> int | None:
             length = int.from_bytes(source.read(2), "big")
             if length < 2:
                 return None  # Pillow's to refuse
+            if marker[0] in _START_OF_FRAME and frames is not None and length >= 7:
+                frame = source.read(5)  # precision, height, width
+                frames.append((int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")))
+                source.seek(length - 7, io.SEEK_CUR)
+                continue
             source.seek(length - 2, io.SEEK_CUR)
     raise PayloadTooLargeError(
         f"the JPEG header has more than {MAX_JPEG_SEGMENTS} segments or {MAX_JPEG_LOOSE_BYTES} bytes between "

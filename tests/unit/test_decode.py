@@ -2,6 +2,7 @@ import functools
 import io
 import os
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -691,6 +692,55 @@ def test_a_tiled_tiffs_jpeg_tiles_are_held_to_the_same_limit():
     assert decode_image(tiff_jpeg_strips(tile, 512, 512, tile=256), MAX).getpixel((300, 300)) == (128, 128, 128)
     with pytest.raises(PayloadTooLargeError, match="JPEG strips or tiles"):  # 400 tiles x 60 scans x 65,536 px: 1.57e9 > 1.23e9
         decode_image(tiff_jpeg_strips(tile, 5120, 5120, tile=256), MAX)
+
+
+def _retype(tiff: bytes, tag: int, kind: int) -> bytes:
+    """The classic little-endian TIFF with the first directory's ``tag`` entry given type ``kind``."""
+    out, ifd = bytearray(tiff), int.from_bytes(tiff[4:8], "little")
+    for at in range(ifd + 2, ifd + 2 + 12 * int.from_bytes(tiff[ifd:ifd + 2], "little"), 12):
+        if int.from_bytes(out[at:at + 2], "little") == tag:
+            out[at + 2:at + 4] = kind.to_bytes(2, "little")
+    return bytes(out)
+
+
+def test_odd_integer_types_do_not_hide_the_tiff_jpeg_checks():
+    # libtiff reads a SLONG or IFD StripOffsets, or an SSHORT Compression, as it reads the usual types
+    over = tiff_jpeg_strips(_progressive_gray(5000, 5000, 60), 5000, 5000)
+    for kind in (9, 13):
+        with pytest.raises(PayloadTooLargeError, match="JPEG strips"):
+            decode_image(_retype(over, 273, kind), MAX)
+    old_style = tiff_jpeg_strips(encode(Image.new("L", (64, 48), 100), "JPEG"), 64, 48, compression=6)
+    with pytest.raises(UnsupportedMediaError, match="old-style JPEG"):
+        decode_image(_retype(old_style, 259, 8), MAX)
+
+
+def test_a_tiff_jpeg_strip_larger_than_the_strip_is_refused():
+    # libtiff lets the last strip's JPEG be taller than the rows left, and a progressive frame is
+    # decoded whole: 402 bytes that say 20000 x 30000 held 1.1 GB
+    jpeg = bytearray(encode(Image.new("L", (16, 16), 128), "JPEG", progressive=True))
+    struct.pack_into(">HH", jpeg, jpeg.index(b"\xff\xc2") + 5, 30000, 20000)
+    with pytest.raises(PayloadTooLargeError, match="larger than its 20000 x 1 pixels"):
+        decode_image(tiff_jpeg_strips(bytes(jpeg), 20000, 1), MAX)
+    fitting = encode(Image.new("L", (64, 16), 128), "JPEG")  # the last strip a full strip tall: libtiff allows it
+    assert decode_image(tiff_jpeg_strips(fitting, 64, 40, strips=3, rows=16), MAX).size == (64, 40)
+
+
+def test_too_many_tiff_jpeg_strips_are_refused():
+    strip = encode(Image.new("L", (8, 8), 128), "JPEG")
+    strips = _file_limits.MAX_TIFF_JPEG_STRIPS + 1
+    with pytest.raises(PayloadTooLargeError, match="JPEG strips or tiles"):
+        decode_image(tiff_jpeg_strips(strip, 8, 8 * strips, strips=strips), MAX)
+
+
+def test_compressed_tiff_strips_may_not_add_up_to_more_bytes_than_the_file():
+    # libtiff decodes each strip: shared bytes multiply the work (1 MB of empty Deflate blocks behind
+    # 64 one-pixel strips held 10 s of CPU)
+    row = zlib.compress(bytes(range(64)))
+    assert decode_image(tiff_jpeg_strips(row, 64, 64, strips=64, compression=8), MAX).getpixel((63, 63)) == (63,) * 3
+    with pytest.raises(PayloadTooLargeError, match="more bytes than the file"):
+        decode_image(tiff_jpeg_strips(row, 64, 64, strips=64, compression=8, shared=True), MAX)
+    assert decode_image(encode(Image.new("RGB", (640, 480), (20, 200, 90)), "TIFF", compression="tiff_adobe_deflate"),
+                        MAX).getpixel((600, 470)) == (20, 200, 90)
 
 
 def test_old_style_jpeg_in_tiff_is_refused():
