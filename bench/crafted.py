@@ -290,3 +290,26 @@ def tiff_jpeg_strips(jpeg: bytes, width: int, height: int, strips: int = 1, comp
     arrays = struct.pack(f"<{strips}L", *starts) + struct.pack(f"<{strips}L", *([len(jpeg)] * strips))
     body = jpeg if shared else jpeg * strips
     return b"II*\x00" + struct.pack("<LH", 8, n_tags) + b"".join(tags) + struct.pack("<L", 0) + arrays + body
+
+
+def _lsb_bits(value: int, count: int) -> str:
+    return "".join(str((value >> i) & 1) for i in range(count))
+
+
+# One empty (not final) dynamic-Huffman Deflate block: it decodes to nothing, but zlib builds its
+# code tables each time (HLIT 257, HDIST 1, code lengths for symbols 0/1/18 only, then 256 = end).
+_EMPTY_DYNAMIC_BLOCK = (
+    _lsb_bits(0, 1) + _lsb_bits(2, 2) + _lsb_bits(0, 5) + _lsb_bits(0, 5) + _lsb_bits(14, 4)
+    + "".join(_lsb_bits({18: 1, 0: 2, 1: 2}.get(s, 0), 3) for s in (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1))
+    + "11" + "0" + _lsb_bits(127, 7) + "0" + _lsb_bits(106, 7) + "11" + "10" + "1"
+)
+
+
+def zlib_with_empty_blocks(size: int, payload: bytes) -> bytes:
+    """A zlib stream of ~``size`` bytes of empty dynamic Deflate blocks, then ``payload`` in a stored
+    block: inflating it costs ~0.16 s of CPU per MB whatever the payload (a red-team's find)."""
+    bits = _EMPTY_DYNAMIC_BLOCK * (size * 8 // len(_EMPTY_DYNAMIC_BLOCK)) + "100"  # then a final stored block
+    bits += "0" * (-len(bits) % 8)
+    body = np.packbits(np.frombuffer(bits.encode(), np.uint8) - 48, bitorder="little").tobytes()
+    stored = struct.pack("<HH", len(payload), 0xFFFF ^ len(payload)) + payload
+    return b"\x78\x01" + body + stored + struct.pack(">L", zlib.adler32(payload))

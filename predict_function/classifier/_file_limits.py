@@ -65,6 +65,12 @@ MAX_GIF_BLOCKS = 65536
 # an animated PNG adds two per frame).
 MAX_PNG_CHUNKS = 65536
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The most compressed image data a PNG may carry: this times its filtered rows (twice for an animated
+# PNG: the default image and the first frame), plus PNG_DATA_SLACK. See _check_png_image_data.
+PNG_DATA_EXPANSION = 1.25
+PNG_DATA_SLACK = 65536
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+_ADAM7 = ((0, 8, 0, 8), (4, 8, 0, 8), (0, 4, 4, 8), (2, 4, 0, 4), (0, 2, 2, 4), (1, 2, 0, 2), (0, 1, 1, 2))  # x0, dx, y0, dy
 # The markers Pillow's parser takes without a length (JpegImagePlugin.MARKER, no handler): JPG, RSTn,
 # SOI, EOI (which does not stop it: it reads on to the first SOS) and JPGn. It refuses a marker below
 # 0xC0 ("no marker found") and stops at the first SOS (libjpeg takes over).
@@ -280,23 +286,54 @@ def _check_gif_extensions(source: BinaryIO, head: bytes) -> None:
 
 def _check_png_chunks(source: BinaryIO) -> None:
     """More than MAX_PNG_CHUNKS chunks up to IEND, or in an animated PNG up to the second frame's fcTL,
-    where Pillow stops reading for the first frame. Reads each chunk's 8-byte header and seeks over its
-    data and CRC (a URL's body is then downloaded before the decoder starts: PNG only)."""
+    where Pillow stops reading for the first frame; or more image data there than the pixels can need
+    (_check_png_image_data). Reads each chunk's 8-byte header and seeks over its data and CRC (a URL's
+    body is then downloaded before the decoder starts: PNG only)."""
     source.seek(len(PNG_SIGNATURE))
-    chunks = 0
+    chunks = data_bytes = 0
     animated = image_data = False
+    header_fields = b""
     while chunks <= MAX_PNG_CHUNKS:
         header = source.read(8)
         kind, length = header[4:], int.from_bytes(header[:4], "big")
         if len(header) < 8 or kind == b"IEND" or (kind == b"fcTL" and animated and image_data):
+            _check_png_image_data(header_fields, data_bytes, animated)
             return  # the end, the next frame, or a truncated file (Pillow's to report)
         chunks += 1
+        if kind == b"IHDR" and chunks == 1 and length >= 13:
+            header_fields, length = source.read(13), length - 13
         if kind == b"acTL" and length >= 4:  # num_frames first: more than one, and Pillow animates
             frames = int.from_bytes(source.read(4), "big")
             animated, length = 1 < frames <= 2**31, length - 4
-        image_data = image_data or kind in (b"IDAT", b"fdAT")
+        if kind in (b"IDAT", b"fdAT"):
+            image_data = True
+            data_bytes += length - 4 * (kind == b"fdAT")  # an fdAT starts with its sequence number
         source.seek(length + 4, io.SEEK_CUR)
     raise PayloadTooLargeError(
         f"the PNG has more than {MAX_PNG_CHUNKS} chunks (a real one has tens, plus its image data in chunks "
         "of 8 KB or more): refused, parsing it would take too long"
     )
+
+
+def _check_png_image_data(header_fields: bytes, data_bytes: int, animated: bool) -> None:
+    """More compressed image data than PNG_DATA_EXPANSION x the filtered rows it decodes to (413).
+
+    zlib inflates at a cost set by its input, not its output: 14 MB of empty Deflate blocks behind a
+    1 x 1 PNG held 2.2 s of CPU (4.3 s as a 16-bit RGB PNG with a colour key, which
+    decode._apply_sixteen_bit_key decodes twice). A real encoder never writes much more than the rows
+    themselves (stored blocks add 5 bytes in 65,535; fixed Huffman codes on noise ~10 %)."""
+    if len(header_fields) < 13:
+        return  # no IHDR first: Pillow's to refuse
+    width, height = int.from_bytes(header_fields[:4], "big"), int.from_bytes(header_fields[4:8], "big")
+    bit_depth, colour_type, interlace = header_fields[8], header_fields[9], header_fields[12]
+    bits = bit_depth * _PNG_CHANNELS.get(colour_type, 4)
+    passes = _ADAM7 if interlace == 1 else ((0, 1, 0, 1),)
+    rows = 0
+    for x0, dx, y0, dy in passes:
+        pass_width, pass_height = -(-max(width - x0, 0) // dx), -(-max(height - y0, 0) // dy)
+        if pass_width and pass_height:
+            rows += pass_height * (1 + -(-pass_width * bits // 8))  # a filter byte, then the row
+    if data_bytes > rows * PNG_DATA_EXPANSION * (2 if animated else 1) + PNG_DATA_SLACK:
+        raise PayloadTooLargeError(
+            "the PNG holds more compressed image data than its pixels can need: refused, decoding it would take too long"
+        )

@@ -65,6 +65,7 @@ from bench.crafted import (
     tiff_jpeg_strips,
     tiff_strip_bomb,
     webp_header_bomb,
+    zlib_with_empty_blocks,
 )
 from local_lambda import Emulator
 from local_lambda.template import function_emulator
@@ -193,6 +194,9 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         # one JPEG strip whose last scan repeats: 150 scans (libtiff itself would stop at 100, after 100 passes)
         "tiff-jpeg-strip-150-scans": tiff_jpeg_strips(
             jpeg_repeat_last_scan(encode(Image.new("L", (2000, 2000), 128), "JPEG", progressive=True), 144), 2000, 2000),
+        "png-1x1-2mb-of-empty-deflate-blocks": png(1, 1, 8, 0, zlib_with_empty_blocks(2_000_000, b"\x00\x80")),  # ~0.3 s of zlib
+        "tiff-64-strips-sharing-1mb-of-empty-deflate-blocks": tiff_jpeg_strips(  # ~10 s of zlib without the bytes check
+            zlib_with_empty_blocks(1_000_000, b"\x80"), 1, 64, strips=64, compression=8, shared=True),
         "tiff-old-style-jpeg": tiff_jpeg_strips(encode(Image.new("L", (64, 48), 128), "JPEG"), 64, 48, compression=6),
         "bmp": encode(cat, "BMP"),
         "png-1x1": encode(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
@@ -244,6 +248,8 @@ IMAGE_EXPECTATIONS = {
     "tiff-jpeg-compressed": (200, None),
     "tiff-jpeg-strip-150-scans": (413, "payload_too_large"),
     "tiff-old-style-jpeg": (415, "unsupported_media"),
+    "png-1x1-2mb-of-empty-deflate-blocks": (413, "payload_too_large"),
+    "tiff-64-strips-sharing-1mb-of-empty-deflate-blocks": (413, "payload_too_large"),
     "bmp": (200, None),
     "png-1x1": (200, None),
 }

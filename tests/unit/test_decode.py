@@ -9,8 +9,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from bench.crafted import (apng, bmp_rle8, exif_with_odd_tag, gif_extension_bomb, jpeg_arithmetic, jpeg_header_padding_bomb,
-                           jpeg_repeat_last_scan, jpeg_sequential_scans, png_chunk, png_chunk_bomb, tiff_associated_alpha,
-                           tiff_jpeg_strips, tiff_strip_bomb)
+                           jpeg_repeat_last_scan, jpeg_sequential_scans, png, png_chunk, png_chunk_bomb,
+                           tiff_associated_alpha, tiff_jpeg_strips, tiff_strip_bomb, zlib_with_empty_blocks)
 from classifier import _file_limits
 from classifier.decode import DECODE_BYTES_PER_ROW, MAX_BMP_RLE_PIXELS, decode_image, to_rgb
 from classifier.errors import CorruptImageError, PayloadTooLargeError, UnsupportedMediaError
@@ -741,6 +741,23 @@ def test_compressed_tiff_strips_may_not_add_up_to_more_bytes_than_the_file():
         decode_image(tiff_jpeg_strips(row, 64, 64, strips=64, compression=8, shared=True), MAX)
     assert decode_image(encode(Image.new("RGB", (640, 480), (20, 200, 90)), "TIFF", compression="tiff_adobe_deflate"),
                         MAX).getpixel((600, 470)) == (20, 200, 90)
+
+
+def test_a_png_with_more_image_data_than_its_pixels_need_is_refused():
+    # zlib's cost follows its input: 14 MB of empty Deflate blocks behind one pixel held 2.2 s of CPU
+    row = b"\x00\x80"  # filter byte, one gray pixel
+    assert decode_image(png(1, 1, 8, 0, zlib.compress(row)), MAX).getpixel((0, 0)) == (128, 128, 128)
+    assert decode_image(png(1, 1, 8, 0, zlib_with_empty_blocks(60_000, row)), MAX).size == (1, 1)  # within the slack
+    with pytest.raises(PayloadTooLargeError, match="more compressed image data"):
+        decode_image(png(1, 1, 8, 0, zlib_with_empty_blocks(200_000, row)), MAX)
+
+
+def test_real_pngs_are_within_the_image_data_bound():
+    noise = Image.fromarray(np.random.default_rng(3).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    for data in (encode(noise, "PNG", compress_level=0), encode(noise, "PNG", compress_level=9),
+                 png_rgb16(np.asarray(noise, np.uint16) * 257),
+                 encode(noise.convert("RGBA"), "PNG"), encode(noise.convert("P"), "PNG"), encode(noise.convert("1"), "PNG")):
+        assert decode_image(data, MAX).size == (400, 300)
 
 
 def test_old_style_jpeg_in_tiff_is_refused():
