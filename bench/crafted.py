@@ -306,10 +306,59 @@ _EMPTY_DYNAMIC_BLOCK = (
 
 
 def zlib_with_empty_blocks(size: int, payload: bytes) -> bytes:
-    """A zlib stream of ~``size`` bytes of empty dynamic Deflate blocks, then ``payload`` in a stored
-    block: inflating it costs ~0.16 s of CPU per MB whatever the payload (a red-team's find)."""
-    bits = _EMPTY_DYNAMIC_BLOCK * (size * 8 // len(_EMPTY_DYNAMIC_BLOCK)) + "100"  # then a final stored block
+    """A zlib stream of ~``size`` bytes of empty dynamic Deflate blocks, then ``payload`` in stored
+    blocks: inflating it costs ~0.16 s of CPU per MB of the empty blocks whatever the payload (a
+    red-team's find)."""
+    pieces = [payload[i:i + 65535] for i in range(0, len(payload), 65535)] or [b""]
+    bits = _EMPTY_DYNAMIC_BLOCK * (size * 8 // len(_EMPTY_DYNAMIC_BLOCK))
+    bits += ("1" if len(pieces) == 1 else "0") + "00"  # the first stored block's header, then byte alignment
     bits += "0" * (-len(bits) % 8)
-    body = np.packbits(np.frombuffer(bits.encode(), np.uint8) - 48, bitorder="little").tobytes()
-    stored = struct.pack("<HH", len(payload), 0xFFFF ^ len(payload)) + payload
-    return b"\x78\x01" + body + stored + struct.pack(">L", zlib.adler32(payload))
+    out = [np.packbits(np.frombuffer(bits.encode(), np.uint8) - 48, bitorder="little").tobytes()]
+    for i, piece in enumerate(pieces):
+        if i:
+            out.append(bytes((i == len(pieces) - 1,)))  # BFINAL, BTYPE 00 (stored), padding
+        out.append(struct.pack("<HH", len(piece), 0xFFFF ^ len(piece)) + piece)
+    return b"\x78\x01" + b"".join(out) + struct.pack(">L", zlib.adler32(payload))
+
+
+def webp_lossless_groups(long_codes: bool = False, side: int = 1024, cache_bits: int = 11) -> bytes:
+    """A lossless WebP (VP8L) of ``side`` x ``side`` whose entropy image (4 x 4 tiles) names 65,536
+    Huffman code groups, each with a colour cache of ``cache_bits``: libwebp builds tables for every
+    group before the first pixel (a red-team's find: 1 MP held 2.5 s of CPU and 364 MB with one-symbol
+    codes, 288 KB; 5.4-6 s and ~1 GB with long codes, 11.5 MB). Nothing in the function limits this yet."""
+    order = [17, 18, 0, 1, 2, 3, 4, 5, 16, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+
+    def msb(code: int, count: int) -> str:
+        return "".join(str((code >> i) & 1) for i in range(count - 1, -1, -1))
+
+    simple = "1" + "0" + "0" + "0"  # a simple code of one symbol (0)
+
+    def normal(lengths: dict, body: str) -> str:
+        k = max(order.index(s) for s in lengths) + 1
+        return "0" + _lsb_bits(k - 4, 4) + "".join(_lsb_bits(lengths.get(s, 0), 3) for s in order[:k]) + "0" + body
+
+    def all8(n: int) -> str:  # symbols 0-255 of length 8, the rest absent
+        return normal({0: 1, 8: 1}, "1" * 256 + "0" * (n - 256))
+
+    def big_green(n: int) -> str:  # n symbols of lengths 11 and 12
+        n12, codes = 2 * (n - 2048), {16: "0", 11: "10", 12: "11"}
+
+        def run(symbol: int, count: int) -> str:
+            out, count = codes[symbol], count - 1
+            while count >= 6:
+                out, count = out + codes[16] + _lsb_bits(3, 2), count - 6
+            while count >= 3:
+                out, count = out + codes[16] + _lsb_bits(0, 2), count - 3
+            return out + codes[symbol] * count
+        return normal({16: 1, 11: 2, 12: 2}, run(11, n - n12) + run(12, n12))
+
+    tiles = side // 4
+    bits = _lsb_bits(0x2F, 8) + _lsb_bits(side - 1, 14) + _lsb_bits(side - 1, 14) + _lsb_bits(0, 4) + "0"
+    bits += "1" + _lsb_bits(cache_bits, 4) + "1" + _lsb_bits(0, 3)  # colour cache; meta codes, 4 x 4 tiles
+    bits += "0" + all8(280) + all8(256) + simple * 3  # the entropy image's own codes (no cache)
+    bits += "".join(msb(i & 255, 8) + msb(i >> 8, 8) for i in range(tiles * tiles))  # tile i -> group i
+    group = (big_green(280 + (1 << cache_bits)) if long_codes else simple) + simple * 4
+    bits += group * (tiles * tiles) + "0" * (11 * side * side if long_codes else 0) + "0" * 64
+    data = np.packbits(np.frombuffer(bits.encode(), np.uint8) - 48, bitorder="little").tobytes()
+    data += b"\0" * (len(data) % 2)
+    return b"RIFF" + struct.pack("<I", 12 + len(data)) + b"WEBPVP8L" + struct.pack("<I", len(data)) + data

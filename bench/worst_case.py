@@ -33,8 +33,8 @@ if str(REPO) not in sys.path:
 
 from bench.cold_start import _staged_task_root, child_env, interleaved  # noqa: E402
 from bench.crafted import (bmp_rle8, encode, gif_extension_bomb, jpeg_header_padding_bomb,  # noqa: E402
-                           jpeg_repeat_last_scan, jpeg_sequential_scans, png_chunk_bomb, tiff_jpeg_strips,
-                           tiff_strip_bomb)
+                           jpeg_repeat_last_scan, jpeg_sequential_scans, png, png_chunk, png_chunk_bomb, tiff_jpeg_strips,
+                           tiff_strip_bomb, webp_lossless_groups, zlib_with_empty_blocks)
 
 _CHILD = r"""
 import base64, json, sys, time
@@ -76,6 +76,15 @@ def _bmp_rle_at_limits(side: int) -> bytes:
     return bmp_rle8(side, side, row * side + b"\x00\x01")
 
 
+def _keyed_png_with_padding(width: int, height: int) -> bytes:
+    """A black 16-bit RGB PNG whose tRNS key is black (decode decodes it twice), its rows stored after
+    as much padding (empty Deflate blocks) as the PNG check lets through (PNG_DATA_EXPANSION 1.25)."""
+    rows = (b"\x00" + bytes(6 * width)) * height
+    data = png(width, height, 16, 2, zlib_with_empty_blocks(len(rows) // 4 - 65536, rows))
+    at = data.index(b"IDAT") - 4
+    return data[:at] + png_chunk(b"tRNS", bytes(6)) + data[at:]
+
+
 def _photo_like(width: int, height: int, grain: float = 2.0) -> Image.Image:
     """A smooth gradient with seeded grain: a lossy file compresses like a photo, not like noise
     (``grain=0`` for the lossless formats, which the 15 MB download cap would refuse otherwise)."""
@@ -109,6 +118,13 @@ CASES: Dict[str, Callable[[], bytes]] = {
     "jpeg header 990 segments + 60 KiB fill": lambda: jpeg_header_padding_bomb(990, fill=61_440),
     "gif 65,536 extension blocks": lambda: gif_extension_bomb(32_767),
     "png 65,536 chunks": lambda: png_chunk_bomb(65_530),
+    "png 16-bit keyed 1400x1000, most padding allowed": lambda: _keyed_png_with_padding(1400, 1000),
+    "png 2500x2000 16-bit, 14 MB of empty blocks only": lambda: png(
+        2500, 2000, 16, 2, zlib_with_empty_blocks(14_000_000, b"")),
+    "tiff deflate, 14 strips of 1 MB empty blocks": lambda: tiff_jpeg_strips(
+        zlib_with_empty_blocks(990_000, b"\x80"), 1, 14, strips=14, compression=8),
+    "webp lossless 1 MP, 65,536 code groups": lambda: webp_lossless_groups(),
+    "webp lossless 1 MP, 65,536 groups, long codes": lambda: webp_lossless_groups(long_codes=True),
     # the largest real images allowed
     "jpeg 50 MP baseline": lambda: encode(_photo_like(_W, _H), "JPEG", quality=85),
     "jpeg 50 MP progressive": lambda: encode(_photo_like(_W, _H), "JPEG", quality=85, progressive=True),
