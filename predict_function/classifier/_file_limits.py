@@ -69,6 +69,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG: the default image and the first frame), plus PNG_DATA_SLACK. See _check_png_image_data.
 PNG_DATA_EXPANSION = 1.25
 PNG_DATA_SLACK = 65536
+# Compressed zTXt, iTXt and iCCP chunks in all: an ICC profile is tens to hundreds of KB, XMP text less.
+MAX_PNG_COMPRESSED_METADATA = 2 * 1024 * 1024
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
 _ADAM7 = ((0, 8, 0, 8), (4, 8, 0, 8), (0, 4, 4, 8), (2, 4, 0, 4), (0, 2, 2, 4), (1, 2, 0, 2), (0, 1, 1, 2))  # x0, dx, y0, dy
 # The markers Pillow's parser takes without a length (JpegImagePlugin.MARKER, no handler): JPG, RSTn,
@@ -76,7 +78,7 @@ _ADAM7 = ((0, 8, 0, 8), (4, 8, 0, 8), (0, 4, 4, 8), (2, 4, 0, 4), (0, 2, 2, 4), 
 # 0xC0 ("no marker found") and stops at the first SOS (libjpeg takes over).
 _NO_LENGTH = frozenset(range(0xD0, 0xDA)) | {0xC8} | frozenset(range(0xF0, 0xFE))
 _START_OF_SCAN = 0xDA
-_START_OF_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15 (not DHT, JPG, DAC)
+_START_OF_FRAME_LIST = [m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC)]  # SOF0-15 (not DHT, JPG, DAC)
 
 
 def check(source: BinaryIO) -> int | None:
@@ -180,12 +182,14 @@ def _check_tiff_data(directory: _TiffDirectory) -> None:
 
 def _check_jpeg_strips(raw: bytes, starts: np.ndarray, ends: np.ndarray, segment: tuple[int, int], pixels: int) -> None:
     """A JPEG-compressed TIFF's strips (or tiles), which libtiff hands to libjpeg as they are (413):
-    more than MAX_TIFF_JPEG_STRIPS; a strip whose JPEG frame is larger than the strip (libtiff lets
-    the last strip's be taller, and a progressive frame is decoded whole: a 402-byte TIFF of 20000 x 1
-    whose strip says 20000 x 30000 held 1.1 GB); or scans (FF DA pairs in each strip's bytes, an upper
-    bound as for a JPEG file) x strip pixels beyond what a JPEG file of the image's size may cost
-    (_jpeg_scans.scan_limit; one 49 MP strip at 99 scans held 6.4 s of CPU). An arithmetic-coded strip
-    is refused (415) as a JPEG file is."""
+    more than MAX_TIFF_JPEG_STRIPS; scans (FF DA pairs in each strip's bytes, an upper bound as for a
+    JPEG file) x strip pixels beyond what a JPEG file of the image's size may cost (_jpeg_scans.scan_limit;
+    one 49 MP strip at 99 scans held 6.4 s of CPU); or any frame header in a strip larger than the
+    strip: libtiff lets the last strip's frame be taller (of each plane), and a progressive frame is
+    decoded whole (a 402-byte TIFF of 20000 x 1 whose strip said 20000 x 30000 held 1.1 GB). The frame
+    headers are found as byte pairs (FF SOFn) anywhere in the strips, not by walking each stream:
+    libjpeg skips junk that a walk would stop at. A table byte pair that looks like one can only make
+    the check stricter. Any arithmetic-coded frame is refused (415), as in a JPEG file."""
     if starts.size > MAX_TIFF_JPEG_STRIPS:
         raise PayloadTooLargeError(f"the TIFF has more than {MAX_TIFF_JPEG_STRIPS} JPEG strips or tiles (a real one has "
                                    "hundreds): refused, decoding it would take too long")
@@ -198,23 +202,26 @@ def _check_jpeg_strips(raw: bytes, starts: np.ndarray, ends: np.ndarray, segment
             "the TIFF's JPEG strips or tiles have more scans than an image of its size may (a normal one has "
             "one a strip): refused, decoding it would take too long"
         )
-    source = io.BytesIO(raw)
-    for start, end in zip(starts.tolist(), ends.tolist()):
-        if raw[start:start + 3] != b"\xff\xd8\xff":
-            continue  # not a JPEG stream: libjpeg refuses it
-        frames: list[tuple[int, int]] = []
-        _check_jpeg_header(source, start, frames)
-        if any(height > segment_height or width > segment_width for height, width in frames):
-            raise PayloadTooLargeError(f"a JPEG strip or tile of the TIFF is larger than its {segment_width} x "
-                                       f"{segment_height} pixels: refused, decoding it would take too much memory")
+    frames = np.flatnonzero((data[:-8] == 0xFF) & np.isin(data[1:-7], _START_OF_FRAME_LIST))
+    order = np.argsort(starts, kind="stable")
+    first, reach = starts[order], np.maximum.accumulate(ends[order])  # how far the strips starting so far reach
+    strip = np.searchsorted(first, frames, side="right") - 1
+    frames = frames[(strip >= 0) & (frames + 9 <= reach[np.maximum(strip, 0)])]  # whole frame headers inside strips
+    if np.isin(data[frames + 1], list(ARITHMETIC_SOF)).any():
+        raise UnsupportedMediaError("the TIFF's JPEG strips are arithmetic-coded, which is not supported: "
+                                    "send a standard (Huffman-coded) JPEG TIFF")
+    heights = data[frames + 5].astype(np.int64) << 8 | data[frames + 6]
+    widths = data[frames + 7].astype(np.int64) << 8 | data[frames + 8]
+    if (heights > segment_height).any() or (widths > segment_width).any():
+        raise PayloadTooLargeError(f"a JPEG strip or tile of the TIFF is larger than its {segment_width} x "
+                                   f"{segment_height} pixels: refused, decoding it would take too much memory")
 
 
-def _check_jpeg_header(source: BinaryIO, start: int = 0, frames: list[tuple[int, int]] | None = None) -> int | None:
+def _check_jpeg_header(source: BinaryIO) -> int | None:
     """More than MAX_JPEG_SEGMENTS segments, or MAX_JPEG_LOOSE_BYTES bytes between them, before the
-    first scan (413), or an arithmetic-coded frame (415), in the JPEG stream at ``start``. Walks the
-    header as Pillow does, seeking over each segment's payload; appends each frame's (height, width)
-    to ``frames``. Returns the components the first scan lists (None: no scan)."""
-    source.seek(start + 2)  # past SOI
+    first scan (413), or an arithmetic-coded frame (415). Walks the header as Pillow does, seeking
+    over each segment's payload. Returns the components the first scan lists (None: no scan)."""
+    source.seek(2)  # past SOI
     segments = loose = 0
     while segments <= MAX_JPEG_SEGMENTS and loose <= MAX_JPEG_LOOSE_BYTES:
         byte = source.read(1)
@@ -246,11 +253,6 @@ def _check_jpeg_header(source: BinaryIO, start: int = 0, frames: list[tuple[int,
             length = int.from_bytes(source.read(2), "big")
             if length < 2:
                 return None  # Pillow's to refuse
-            if marker[0] in _START_OF_FRAME and frames is not None and length >= 7:
-                frame = source.read(5)  # precision, height, width
-                frames.append((int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")))
-                source.seek(length - 7, io.SEEK_CUR)
-                continue
             source.seek(length - 2, io.SEEK_CUR)
     raise PayloadTooLargeError(
         f"the JPEG header has more than {MAX_JPEG_SEGMENTS} segments or {MAX_JPEG_LOOSE_BYTES} bytes between "
@@ -286,28 +288,38 @@ def _check_gif_extensions(source: BinaryIO, head: bytes) -> None:
 
 def _check_png_chunks(source: BinaryIO) -> None:
     """More than MAX_PNG_CHUNKS chunks up to IEND, or in an animated PNG up to the second frame's fcTL,
-    where Pillow stops reading for the first frame; or more image data there than the pixels can need
-    (_check_png_image_data). Reads each chunk's 8-byte header and seeks over its data and CRC (a URL's
-    body is then downloaded before the decoder starts: PNG only)."""
+    where Pillow stops reading for the first frame; more image data there than the pixels can need
+    (_check_png_image_data); or more than MAX_PNG_COMPRESSED_METADATA bytes of compressed text and
+    colour profiles (zTXt, compressed iTXt, iCCP: Pillow inflates each whole, and zlib's cost follows
+    its input: 14 MB of empty Deflate blocks in one held 2.0-2.4 s). Reads each chunk's 8-byte header
+    and seeks over its data and CRC (a URL's body is then downloaded before the decoder starts: PNG only)."""
     source.seek(len(PNG_SIGNATURE))
-    chunks = data_bytes = 0
-    animated = image_data = False
-    header_fields = b""
+    chunks = data_bytes = metadata_bytes = 0
+    animated = image_data = has_frames = False
+    headers: list[bytes] = []
     while chunks <= MAX_PNG_CHUNKS:
         header = source.read(8)
         kind, length = header[4:], int.from_bytes(header[:4], "big")
         if len(header) < 8 or kind == b"IEND" or (kind == b"fcTL" and animated and image_data):
-            _check_png_image_data(header_fields, data_bytes, animated)
+            _check_png_image_data(headers, data_bytes, has_frames)
             return  # the end, the next frame, or a truncated file (Pillow's to report)
         chunks += 1
-        if kind == b"IHDR" and chunks == 1 and length >= 13:
-            header_fields, length = source.read(13), length - 13
+        if kind == b"IHDR" and length >= 13:  # Pillow takes any, and the last before the image data
+            headers.append(source.read(13))
+            length -= 13
         if kind == b"acTL" and length >= 4:  # num_frames first: more than one, and Pillow animates
             frames = int.from_bytes(source.read(4), "big")
-            animated, length = 1 < frames <= 2**31, length - 4
-        if kind in (b"IDAT", b"fdAT"):
+            animated, has_frames, length = 1 < frames <= 2**31, True, length - 4
+        if kind in (b"IDAT", b"DDAT", b"fdAT"):  # what Pillow's load_read takes as image data
             image_data = True
             data_bytes += length - 4 * (kind == b"fdAT")  # an fdAT starts with its sequence number
+        if kind in (b"zTXt", b"iCCP") or (kind == b"iTXt" and _compressed_itxt(source, length)):
+            metadata_bytes += length
+            if metadata_bytes > MAX_PNG_COMPRESSED_METADATA:
+                raise PayloadTooLargeError(
+                    f"the PNG has more than {MAX_PNG_COMPRESSED_METADATA} bytes of compressed text or colour profile "
+                    "(a real one has kilobytes): refused, decoding it would take too long"
+                )
         source.seek(length + 4, io.SEEK_CUR)
     raise PayloadTooLargeError(
         f"the PNG has more than {MAX_PNG_CHUNKS} chunks (a real one has tens, plus its image data in chunks "
@@ -315,25 +327,41 @@ def _check_png_chunks(source: BinaryIO) -> None:
     )
 
 
-def _check_png_image_data(header_fields: bytes, data_bytes: int, animated: bool) -> None:
-    """More compressed image data than PNG_DATA_EXPANSION x the filtered rows it decodes to (413).
+def _compressed_itxt(source: BinaryIO, length: int) -> bool:
+    """Whether the iTXt chunk whose data starts here is compressed (keyword, NUL, then the flag);
+    leaves the position where it was."""
+    at = source.tell()
+    head = source.read(min(length, 81))
+    source.seek(at)
+    nul = head.find(b"\x00")
+    return 0 <= nul < len(head) - 1 and head[nul + 1] == 1
+
+
+def _png_row_bytes(fields: bytes) -> int:
+    """The filtered rows an IHDR's image decodes to: a filter byte and the row, per Adam7 pass if interlaced."""
+    width, height = int.from_bytes(fields[:4], "big"), int.from_bytes(fields[4:8], "big")
+    bits = fields[8] * _PNG_CHANNELS.get(fields[9], 4)
+    rows = 0
+    for x0, dx, y0, dy in _ADAM7 if fields[12] == 1 else ((0, 1, 0, 1),):
+        pass_width, pass_height = -(-max(width - x0, 0) // dx), -(-max(height - y0, 0) // dy)
+        if pass_width and pass_height:
+            rows += pass_height * (1 + -(-pass_width * bits // 8))
+    return rows
+
+
+def _check_png_image_data(headers: list[bytes], data_bytes: int, has_frames: bool) -> None:
+    """More compressed image data than PNG_DATA_EXPANSION x the filtered rows it decodes to (413),
+    sized by the smallest of the IHDRs (a real file has one) and doubled when an acTL is there (the
+    default image and a first frame).
 
     zlib inflates at a cost set by its input, not its output: 14 MB of empty Deflate blocks behind a
     1 x 1 PNG held 2.2 s of CPU (4.3 s as a 16-bit RGB PNG with a colour key, which
     decode._apply_sixteen_bit_key decodes twice). A real encoder never writes much more than the rows
     themselves (stored blocks add 5 bytes in 65,535; fixed Huffman codes on noise ~10 %)."""
-    if len(header_fields) < 13:
-        return  # no IHDR first: Pillow's to refuse
-    width, height = int.from_bytes(header_fields[:4], "big"), int.from_bytes(header_fields[4:8], "big")
-    bit_depth, colour_type, interlace = header_fields[8], header_fields[9], header_fields[12]
-    bits = bit_depth * _PNG_CHANNELS.get(colour_type, 4)
-    passes = _ADAM7 if interlace == 1 else ((0, 1, 0, 1),)
-    rows = 0
-    for x0, dx, y0, dy in passes:
-        pass_width, pass_height = -(-max(width - x0, 0) // dx), -(-max(height - y0, 0) // dy)
-        if pass_width and pass_height:
-            rows += pass_height * (1 + -(-pass_width * bits // 8))  # a filter byte, then the row
-    if data_bytes > rows * PNG_DATA_EXPANSION * (2 if animated else 1) + PNG_DATA_SLACK:
+    if not headers:
+        return  # no IHDR: Pillow's to refuse
+    rows = min(_png_row_bytes(fields) for fields in headers)
+    if data_bytes > rows * PNG_DATA_EXPANSION * (2 if has_frames else 1) + PNG_DATA_SLACK:
         raise PayloadTooLargeError(
             "the PNG holds more compressed image data than its pixels can need: refused, decoding it would take too long"
         )

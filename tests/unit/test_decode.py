@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from bench.crafted import (apng, bmp_rle8, exif_with_odd_tag, gif_extension_bomb, jpeg_arithmetic, jpeg_header_padding_bomb,
                            jpeg_repeat_last_scan, jpeg_sequential_scans, png, png_chunk, png_chunk_bomb,
@@ -758,6 +758,55 @@ def test_real_pngs_are_within_the_image_data_bound():
                  png_rgb16(np.asarray(noise, np.uint16) * 257),
                  encode(noise.convert("RGBA"), "PNG"), encode(noise.convert("P"), "PNG"), encode(noise.convert("1"), "PNG")):
         assert decode_image(data, MAX).size == (400, 300)
+
+
+@pytest.mark.parametrize("junk", [b"\x00", b"\xff\x01", b"\xff\xe5\x00\x00"])
+def test_junk_after_the_start_of_a_tiff_jpeg_strip_does_not_hide_its_frame(junk):
+    # libjpeg skips (or only warns about) what a header walk would stop at; the frame is found as bytes
+    jpeg = encode(Image.new("L", (600, 600), 128), "JPEG", progressive=True)
+    with pytest.raises(PayloadTooLargeError, match="larger than its 600 x 1 pixels"):
+        decode_image(tiff_jpeg_strips(jpeg[:2] + junk + jpeg[2:], 600, 1), MAX)
+
+
+def test_an_arithmetic_coded_tiff_jpeg_strip_is_refused():
+    with pytest.raises(UnsupportedMediaError, match="arithmetic-coded"):
+        decode_image(tiff_jpeg_strips(jpeg_arithmetic(), 64, 48), MAX)
+
+
+def _png_chunks(*chunks: tuple[bytes, bytes]) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + b"".join(png_chunk(kind, data) for kind, data in chunks) + png_chunk(b"IEND", b"")
+
+
+def test_every_way_pillow_reads_image_data_is_counted():
+    one_pixel = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    padded = zlib_with_empty_blocks(300_000, b"\x00\x80")
+    for chunks in ([(b"IHDR", one_pixel), (b"IDAT", padded[:2]), (b"DDAT", padded[2:])],  # DDAT: Pillow reads it too
+                   [(b"tEXt", b"k\x00v"), (b"IHDR", one_pixel), (b"IDAT", padded)],  # IHDR not first
+                   [(b"IHDR", struct.pack(">IIBBBBB", 16384, 16384, 16, 6, 0, 0, 0)), (b"IHDR", one_pixel),
+                    (b"IDAT", padded)]):  # two IHDRs: Pillow uses the second
+        with pytest.raises(PayloadTooLargeError, match="more compressed image data"):
+            decode_image(_png_chunks(*chunks), MAX)
+
+
+def test_compressed_png_metadata_is_capped():
+    one_pixel = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    image = (b"IDAT", zlib.compress(b"\x00\x80"))
+    with pytest.raises(PayloadTooLargeError, match="compressed text or colour profile"):  # Pillow inflates it whole
+        decode_image(_png_chunks((b"IHDR", one_pixel), (b"zTXt", b"k\x00\x00" + zlib_with_empty_blocks(3_000_000, b"v")),
+                                 image), MAX)
+    with pytest.raises(PayloadTooLargeError, match="compressed text or colour profile"):
+        decode_image(_png_chunks((b"IHDR", one_pixel), (b"iTXt", b"k\x00\x01\x00\x00\x00" + zlib_with_empty_blocks(
+            3_000_000, b"v")), image), MAX)
+    uncompressed_itxt = (b"iTXt", b"k\x00\x00\x00\x00\x00" + b"v" * 3_000_000)  # not inflated: no limit
+    assert decode_image(_png_chunks((b"IHDR", one_pixel), uncompressed_itxt, image), MAX).size == (1, 1)
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert decode_image(encode(Image.new("RGB", (64, 48)), "PNG", icc_profile=profile), MAX).size == (64, 48)
+
+
+def test_an_animated_png_with_a_default_image_and_one_frame_decodes():
+    noise = Image.fromarray(np.random.default_rng(4).integers(0, 256, (600, 800, 3), dtype=np.uint8))
+    data = encode(noise, "PNG", save_all=True, append_images=[noise.rotate(90)], default_image=True)
+    assert decode_image(data, MAX).size == (800, 600)
 
 
 def test_old_style_jpeg_in_tiff_is_refused():
