@@ -305,7 +305,9 @@ def _check_png_chunks(source: BinaryIO) -> None:
             return  # the end, the next frame, or a truncated file (Pillow's to report)
         chunks += 1
         if kind == b"IHDR" and length >= 13:  # Pillow takes any, and the last before the image data
-            headers.append(source.read(13))
+            fields = source.read(13)
+            if len(fields) == 13:  # else truncated: Pillow's to report
+                headers.append(fields)
             length -= 13
         if kind == b"acTL" and length >= 4:  # num_frames first: more than one, and Pillow animates
             frames = int.from_bytes(source.read(4), "big")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from PIL import Image
 
 from classifier.decode import decode_image
@@ -34,6 +34,9 @@ SEEDS = [
     _seed("BMP"),
     _seed("TIFF"),
     _seed("TIFF", "CMYK"),
+    _seed("TIFF", compression="jpeg"),  # libtiff's paths: _file_limits reads their strips
+    _seed("TIFF", "L", compression="tiff_adobe_deflate"),
+    _seed("PNG", save_all=True, append_images=[Image.new("RGB", (48, 32))], default_image=True),  # APNG
 ]
 
 
@@ -67,6 +70,8 @@ def mutated_images(draw):
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_images())
+@example(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")  # found by CI at 872437c: an IHDR cut short (IndexError)
+@example(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x000\x00\x00\x00 \x08\x02")
 def test_mutated_images_never_escape_as_untyped_errors(data):
     _decode_or_typed_error(data)
 
