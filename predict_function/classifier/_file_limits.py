@@ -164,7 +164,9 @@ def _check_tiff_data(directory: _TiffDirectory) -> None:
     directory.source.seek(0)
     raw = directory.source.read()
     # Strips and tiles both, whichever libtiff takes the file for (tiled when TileWidth or TileLength is there).
-    layouts = ((273, 279, width, min(directory.value(278, height), height)),
+    # A strip's JPEG may be a whole strip tall where fewer rows are left (libtiff allows it; a JPEG codes
+    # up to 32 rows at a time): up to RowsPerStrip, but not past the image's height rounded up to 64.
+    layouts = ((273, 279, width, min(directory.value(278, height), -(-height // 64) * 64)),
                (324, 325, directory.value(322, width), directory.value(323, height)))
     for offsets_tag, counts_tag, segment_width, segment_height in layouts:
         offsets, counts = directory.values(offsets_tag), directory.values(counts_tag)

@@ -723,6 +723,9 @@ def test_a_tiff_jpeg_strip_larger_than_the_strip_is_refused():
         decode_image(tiff_jpeg_strips(bytes(jpeg), 20000, 1), MAX)
     fitting = encode(Image.new("L", (64, 16), 128), "JPEG")  # the last strip a full strip tall: libtiff allows it
     assert decode_image(tiff_jpeg_strips(fitting, 64, 40, strips=3, rows=16), MAX).size == (64, 40)
+    assert decode_image(tiff_jpeg_strips(fitting, 64, 10, rows=16), MAX).size == (64, 10)  # one strip, 16 rows coded
+    with pytest.raises(PayloadTooLargeError, match="larger than its 64 x 64 pixels"):  # 80 rows: past the rounding
+        decode_image(tiff_jpeg_strips(encode(Image.new("L", (64, 80), 128), "JPEG"), 64, 10, rows=2**32 - 1), MAX)
 
 
 def test_too_many_tiff_jpeg_strips_are_refused():
