@@ -296,6 +296,11 @@ def _lsb_bits(value: int, count: int) -> str:
     return "".join(str((value >> i) & 1) for i in range(count))
 
 
+def _pack_lsb_first(bits: str) -> bytes:
+    """A string of '0'/'1' as bytes, each byte filled from its least significant bit (Deflate's and VP8L's order)."""
+    return np.packbits(np.frombuffer(bits.encode(), np.uint8) - 48, bitorder="little").tobytes()
+
+
 # One empty (not final) dynamic-Huffman Deflate block: it decodes to nothing, but zlib builds its
 # code tables each time (HLIT 257, HDIST 1, code lengths for symbols 0/1/18 only, then 256 = end).
 _EMPTY_DYNAMIC_BLOCK = (
@@ -313,7 +318,7 @@ def zlib_with_empty_blocks(size: int, payload: bytes) -> bytes:
     bits = _EMPTY_DYNAMIC_BLOCK * (size * 8 // len(_EMPTY_DYNAMIC_BLOCK))
     bits += ("1" if len(pieces) == 1 else "0") + "00"  # the first stored block's header, then byte alignment
     bits += "0" * (-len(bits) % 8)
-    out = [np.packbits(np.frombuffer(bits.encode(), np.uint8) - 48, bitorder="little").tobytes()]
+    out = [_pack_lsb_first(bits)]
     for i, piece in enumerate(pieces):
         if i:
             out.append(bytes((i == len(pieces) - 1,)))  # BFINAL, BTYPE 00 (stored), padding
@@ -359,6 +364,6 @@ def webp_lossless_groups(long_codes: bool = False, side: int = 1024, cache_bits:
     bits += "".join(msb(i & 255, 8) + msb(i >> 8, 8) for i in range(tiles * tiles))  # tile i -> group i
     group = (big_green(280 + (1 << cache_bits)) if long_codes else simple) + simple * 4
     bits += group * (tiles * tiles) + "0" * (11 * side * side if long_codes else 0) + "0" * 64
-    data = np.packbits(np.frombuffer(bits.encode(), np.uint8) - 48, bitorder="little").tobytes()
+    data = _pack_lsb_first(bits)
     data += b"\0" * (len(data) % 2)
     return b"RIFF" + struct.pack("<I", 12 + len(data)) + b"WEBPVP8L" + struct.pack("<I", len(data)) + data

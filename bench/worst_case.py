@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
 
 from bench.cold_start import _staged_task_root, child_env, interleaved  # noqa: E402
 from bench.crafted import (bmp_rle8, encode, gif_extension_bomb, jpeg_header_padding_bomb,  # noqa: E402
-                           jpeg_repeat_last_scan, jpeg_sequential_scans, png, png_chunk, png_chunk_bomb, tiff_jpeg_strips,
+                           jpeg_scan_bomb, jpeg_sequential_scans, png, png_chunk, png_chunk_bomb, tiff_jpeg_strips,
                            tiff_strip_bomb, webp_lossless_groups, zlib_with_empty_blocks)
 
 _CHILD = r"""
@@ -66,8 +66,7 @@ print(json.dumps({"status": status, "cpu_s": cpu, "wall_s": wall, "added_mb": hw
 def _flat_progressive_gray(side: int, scans: int) -> bytes:
     """A flat progressive gray JPEG with its last scan (an AC refinement, the costliest kind to
     repeat: a pass over every block of the image) repeated up to ``scans`` scans in all."""
-    data = encode(Image.new("L", (side, side), 128), "JPEG", progressive=True)
-    return jpeg_repeat_last_scan(data, scans - 6)  # libjpeg's progression for gray: 6 scans
+    return jpeg_scan_bomb(side, side, scans - 6)  # libjpeg's progression for gray: 6 scans
 
 
 def _bmp_rle_at_limits(side: int) -> bytes:

@@ -133,9 +133,9 @@ class _TiffDirectory:
     def values(self, tag: int) -> np.ndarray | None:
         """The tag's values (any integer type), or None if it is absent or not integers (libtiff refuses those)."""
         hits = np.flatnonzero(self.table["tag"] == tag)
-        if not hits.size or int(self.table["type"][hits[0]]) not in _TIFF_TYPES:
+        entry = self.table[hits[0]] if hits.size else None
+        if entry is None or int(entry["type"]) not in _TIFF_TYPES:
             return None
-        entry = self.table[hits[0]]
         kind = np.dtype(self.endian + _TIFF_TYPES[int(entry["type"])])
         size, raw = int(entry["count"]) * kind.itemsize, bytes(entry["value"])
         if size > len(raw):  # stored elsewhere: the field holds its offset
@@ -161,8 +161,8 @@ def _check_tiff_data(directory: _TiffDirectory) -> None:
     if compression == 1:
         return  # uncompressed: Pillow reads the strips itself (MAX_TIFF_STRIPS)
     width, height = directory.value(256), directory.value(257)
-    directory.source.seek(0)
-    raw = directory.source.read()
+    size = directory.source.seek(0, io.SEEK_END)
+    raw = b""  # the file's bytes, read once and only for JPEG strips
     # Strips and tiles both, whichever libtiff takes the file for (tiled when TileWidth or TileLength is there).
     # A strip's JPEG may be a whole strip tall where fewer rows are left (libtiff allows it; a JPEG codes
     # up to 32 rows at a time): up to RowsPerStrip, but not past the image's height rounded up to 64.
@@ -172,13 +172,16 @@ def _check_tiff_data(directory: _TiffDirectory) -> None:
         offsets, counts = directory.values(offsets_tag), directory.values(counts_tag)
         if offsets is None or not offsets.size:
             continue
-        starts = np.clip(offsets, 0, len(raw))
+        starts = np.clip(offsets, 0, size)
         has_counts = counts is not None and counts.size == offsets.size
-        ends = np.clip(offsets + counts, starts, len(raw)) if has_counts else np.full_like(starts, len(raw))
-        if int((ends - starts).sum()) > len(raw):
+        ends = np.clip(offsets + counts, starts, size) if has_counts else np.full_like(starts, size)
+        if int((ends - starts).sum()) > size:
             raise PayloadTooLargeError("the TIFF's strips or tiles add up to more bytes than the file holds (they share "
                                        "their data; a real file stores each once): refused, decoding it would take too long")
         if compression == _TIFF_JPEG:
+            if not raw:
+                directory.source.seek(0)
+                raw = directory.source.read()
             _check_jpeg_strips(raw, starts, ends, (segment_width, segment_height), width * height)
 
 
