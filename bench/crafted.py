@@ -326,11 +326,14 @@ def zlib_with_empty_blocks(size: int, payload: bytes) -> bytes:
     return b"\x78\x01" + b"".join(out) + struct.pack(">L", zlib.adler32(payload))
 
 
-def webp_lossless_groups(long_codes: bool = False, side: int = 1024, cache_bits: int = 11) -> bytes:
-    """A lossless WebP (VP8L) of ``side`` x ``side`` whose entropy image (4 x 4 tiles) names 65,536
+def webp_lossless_groups(long_codes: bool = False, side: int = 1024, cache_bits: int = 11, container: str = "VP8L",
+                         groups: int = 65536) -> bytes:
+    """A lossless WebP (VP8L) of ``side`` x ``side`` whose entropy image (4 x 4 tiles) names ``groups``
     Huffman code groups, each with a colour cache of ``cache_bits``: libwebp builds tables for every
     group before the first pixel (a red-team's find: 1 MP held 2.5 s of CPU and 364 MB with one-symbol
-    codes, 288 KB; 5.4-6 s and ~1 GB with long codes, 11.5 MB). Nothing in the function limits this yet."""
+    codes, 288 KB; 5.4-6 s and ~1 GB with long codes, 11.5 MB). ``container``: "VP8L" (a plain
+    lossless file), "ALPH" (the same stream as a lossy WebP's alpha) or "ANMF" (the first frame of an
+    animation). Refused since _webp_lossless (MAX_CODE_GROUPS)."""
     order = [17, 18, 0, 1, 2, 3, 4, 5, 16, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
 
     def msb(code: int, count: int) -> str:
@@ -361,9 +364,48 @@ def webp_lossless_groups(long_codes: bool = False, side: int = 1024, cache_bits:
     bits = _lsb_bits(0x2F, 8) + _lsb_bits(side - 1, 14) + _lsb_bits(side - 1, 14) + _lsb_bits(0, 4) + "0"
     bits += "1" + _lsb_bits(cache_bits, 4) + "1" + _lsb_bits(0, 3)  # colour cache; meta codes, 4 x 4 tiles
     bits += "0" + all8(280) + all8(256) + simple * 3  # the entropy image's own codes (no cache)
-    bits += "".join(msb(i & 255, 8) + msb(i >> 8, 8) for i in range(tiles * tiles))  # tile i -> group i
+    named = [i % groups for i in range(tiles * tiles)]
+    bits += "".join(msb(i & 255, 8) + msb(i >> 8, 8) for i in named)  # tile i -> group i (mod groups)
     group = (big_green(280 + (1 << cache_bits)) if long_codes else simple) + simple * 4
-    bits += group * (tiles * tiles) + "0" * (11 * side * side if long_codes else 0) + "0" * 64
-    data = _pack_lsb_first(bits)
-    data += b"\0" * (len(data) % 2)
-    return b"RIFF" + struct.pack("<I", 12 + len(data)) + b"WEBPVP8L" + struct.pack("<I", len(data)) + data
+    bits += group * groups + "0" * (11 * side * side if long_codes else 0) + "0" * 64
+    return _webp_container(_pack_lsb_first(bits), side, container)
+
+
+def _webp_chunk(kind: bytes, data: bytes) -> bytes:
+    return kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
+
+
+def _webp_container(vp8l: bytes, side: int, container: str) -> bytes:
+    """A VP8L stream (with its 5-byte header) as a WebP file: plain, as the alpha of a lossy side x side
+    image (ALPH, compressed losslessly, then a real VP8 frame), or as an animation's first frame."""
+    if container == "VP8L":
+        chunks = _webp_chunk(b"VP8L", vp8l)
+    elif container == "ALPH":
+        lossy = encode(Image.new("RGB", (side, side), (90, 120, 150)), "WEBP", quality=50)
+        vp8x = _webp_chunk(b"VP8X", struct.pack("<I", 0x10)[:4] + (side - 1).to_bytes(3, "little") * 2)
+        chunks = vp8x + _webp_chunk(b"ALPH", b"\x01" + vp8l[5:]) + lossy[12:]
+    else:
+        vp8x = _webp_chunk(b"VP8X", struct.pack("<I", 0x02)[:4] + (side - 1).to_bytes(3, "little") * 2)
+        frame = bytes(6) + (side - 1).to_bytes(3, "little") * 2 + (100).to_bytes(3, "little") + b"\0"
+        chunks = vp8x + _webp_chunk(b"ANIM", bytes(6)) + _webp_chunk(b"ANMF", frame + _webp_chunk(b"VP8L", vp8l))
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
+
+
+def webp_lossless_walk(side: int = 4096, block_bits: int = 2, seed: int = 0) -> bytes:
+    """A lossless WebP of ``side`` x ``side`` whose predictor transform has blocks of 2^``block_bits``,
+    so a sub-image of (side / 2^block_bits)^2 pixels, all literals of random 8-bit codes: the costliest
+    file for _webp_lossless's walk per pixel. The image itself takes no bits (one-symbol codes)."""
+    sub = (side + (1 << block_bits) - 1) >> block_bits
+    order = [17, 18, 0, 1, 2, 3, 4, 5, 16, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    k = order.index(8) + 1
+    # A normal code whose code lengths are coded with 0 -> "0" and 8 -> "1": symbols 0-255 of length 8.
+    lengths = "0" + _lsb_bits(k - 4, 4) + "".join(_lsb_bits(1 if s in (0, 8) else 0, 3) for s in order[:k]) + "0"
+    all8 = lengths + "1" * 256
+    simple = "1000"  # a simple code of one symbol (0): no bits per use
+    symbols = np.random.default_rng(seed).integers(0, 256, sub * sub * 4, dtype=np.uint8)
+    literals = (np.unpackbits(symbols) + 48).tobytes().decode()  # each code's bits, most significant first
+    bits = _lsb_bits(0x2F, 8) + _lsb_bits(side - 1, 14) + _lsb_bits(side - 1, 14) + _lsb_bits(0, 4)
+    bits += "1" + _lsb_bits(0, 2) + _lsb_bits(block_bits - 2, 3)  # a predictor transform
+    bits += "0" + all8 + "0" * 24 + all8 * 3 + simple + literals  # its sub-image: no cache; green, red, blue, alpha, distance
+    bits += "0" + "0" + "0" + simple * 5 + "0" * 64  # no other transform, no cache, one code group
+    return _webp_container(_pack_lsb_first(bits), side, "VP8L")

@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
 from bench.cold_start import _staged_task_root, child_env, interleaved  # noqa: E402
 from bench.crafted import (bmp_rle8, encode, gif_extension_bomb, jpeg_header_padding_bomb,  # noqa: E402
                            jpeg_scan_bomb, jpeg_sequential_scans, png, png_chunk, png_chunk_bomb, tiff_jpeg_strips,
-                           tiff_strip_bomb, webp_lossless_groups, zlib_with_empty_blocks)
+                           tiff_strip_bomb, webp_lossless_groups, webp_lossless_walk, zlib_with_empty_blocks)
 
 _CHILD = r"""
 import base64, json, sys, time
@@ -122,12 +122,15 @@ CASES: Dict[str, Callable[[], bytes]] = {
         2500, 2000, 16, 2, zlib_with_empty_blocks(14_000_000, b"")),
     "tiff deflate, 14 strips of 1 MB empty blocks": lambda: tiff_jpeg_strips(
         zlib_with_empty_blocks(990_000, b"\x80"), 1, 14, strips=14, compression=8),
-    "webp lossless 1 MP, 65,536 code groups": lambda: webp_lossless_groups(),
-    "webp lossless 1 MP, 65,536 groups, long codes": lambda: webp_lossless_groups(long_codes=True),
+    "webp lossless 1 MP, 4,096 code groups, long codes": lambda: webp_lossless_groups(long_codes=True, groups=4096),
+    "webp lossless 1 MP, 65,536 code groups (over)": lambda: webp_lossless_groups(),
+    "webp lossless 1 MP, 65,536 groups, long codes (over)": lambda: webp_lossless_groups(long_codes=True),
+    "webp lossless 50 MP, sub-image at the walk limit": lambda: webp_lossless_walk(7064, 3),
     # the largest real images allowed
     "jpeg 50 MP baseline": lambda: encode(_photo_like(_W, _H), "JPEG", quality=85),
     "jpeg 50 MP progressive": lambda: encode(_photo_like(_W, _H), "JPEG", quality=85, progressive=True),
     "webp 50 MP lossy": lambda: encode(_photo_like(_W, _H), "WEBP", quality=80),
+    "webp 50 MP lossless (bands)": lambda: encode(_bands(_W, _H), "WEBP", lossless=True),
     "png 50 MP RGB": lambda: encode(_photo_like(_W, _H, grain=0), "PNG", compress_level=9),
     "tiff 50 MP LZW (bands)": lambda: encode(_bands(_W, _H), "TIFF", compression="tiff_lzw"),
     "tiff 50 MP JPEG-compressed": lambda: encode(_photo_like(_W, _H), "TIFF", compression="jpeg", quality=85),
@@ -158,11 +161,11 @@ def main(argv: List[str] | None = None) -> int:
                     POWERTOOLS_LOG_LEVEL="ERROR")
     paths = make(args.build_dir / "worst_case", names)
     results = interleaved({name: [str(python), "-c", _CHILD, str(paths[name])] for name in names}, args.runs, env, REPO)
-    print(f"{'file':<44} {'KB':>8} {'status':>6} {'CPU s':>6} {'wall s':>6} {'+MB':>6}")
+    print(f"{'file':<52} {'KB':>8} {'status':>6} {'CPU s':>6} {'wall s':>6} {'+MB':>6}")
     for name in names:
         series = results[name]
         median = {key: statistics.median(values) for key, values in series.items()}
-        print(f"{name:<44} {paths[name].stat().st_size / 1024:>8.0f} {int(median['status']):>6} {median['cpu_s']:>6.2f} "
+        print(f"{name:<52} {paths[name].stat().st_size / 1024:>8.0f} {int(median['status']):>6} {median['cpu_s']:>6.2f} "
               f"{median['wall_s']:>6.2f} {median['added_mb']:>6.0f}")
     return 0
 

@@ -6,6 +6,8 @@ structure (a few hundred bytes for a real file) and refuses a file that would ma
 orders of magnitude more steps than any real one. The progressive-JPEG scan limit, which is
 counted while libjpeg decodes, is in ``_jpeg_scans``; the same limit holds a JPEG-compressed TIFF's strips
 here (``_check_jpeg_strips``). An arithmetic-coded JPEG is refused outright (see ``ARITHMETIC_SOF``).
+A lossless WebP's Huffman code groups, which libwebp builds before any pixel, are counted in
+``_webp_lossless``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from . import _webp_lossless
 from ._jpeg_scans import MAX_JPEG_SCANS, scan_limit
 from .errors import PayloadTooLargeError, UnsupportedMediaError
 
@@ -81,10 +84,12 @@ _START_OF_SCAN = 0xDA
 _START_OF_FRAME_LIST = [m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC)]  # SOF0-15 (not DHT, JPG, DAC)
 
 
-def check(source: BinaryIO) -> int | None:
+def check(source: BinaryIO, max_pixels: int) -> int | None:
     """Refuse (413) a TIFF, JPEG, GIF or PNG whose structure would hold Pillow's parser far beyond a real
-    file's cost, and (415) an arithmetic-coded JPEG. Leaves ``source``'s position anywhere: the caller seeks back. Returns, for a JPEG,
-    the number of components its first scan lists (None if none was found, or not a JPEG)."""
+    file's cost, or a lossless WebP that would hold libwebp so (``_webp_lossless``; an image over
+    ``max_pixels`` is left to the pixel limit), and (415) an arithmetic-coded JPEG. Leaves ``source``'s
+    position anywhere: the caller seeks back. Returns, for a JPEG, the number of components its first
+    scan lists (None if none was found, or not a JPEG)."""
     source.seek(0)
     head = source.read(16)
     if head.startswith(TIFF_PREFIXES):
@@ -95,6 +100,8 @@ def check(source: BinaryIO) -> int | None:
         _check_gif_extensions(source, head)
     elif head.startswith(PNG_SIGNATURE):
         _check_png_chunks(source)
+    elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        _webp_lossless.check(source, max_pixels)
     return None
 
 

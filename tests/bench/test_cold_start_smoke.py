@@ -114,7 +114,7 @@ def test_worst_case_sends_each_file_to_the_real_handler_and_reports_its_status(t
 
     over, under = "jpeg progressive 12.5 MP, 101 scans (over)", "gif 65,536 extension blocks"
     assert worst_case.main(["--only", over, "--only", under, "--build-dir", str(tmp_path)]) == 0
-    rows = {line[:44].strip(): line[44:].split() for line in capsys.readouterr().out.splitlines()[1:]}
+    rows = {line[:52].strip(): line[52:].split() for line in capsys.readouterr().out.splitlines()[1:]}
     assert set(rows) == {over, under}
     assert rows[over][1] == "413" and rows[under][1] == "200"  # KB, status, CPU s, wall s, +MB
     assert float(rows[under][3]) > 0  # it was decoded and classified: inference alone takes milliseconds

@@ -65,6 +65,7 @@ from bench.crafted import (
     tiff_jpeg_strips,
     tiff_strip_bomb,
     webp_header_bomb,
+    webp_lossless_groups,
     zlib_with_empty_blocks,
 )
 from local_lambda import Emulator
@@ -161,6 +162,8 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         "png-200000-empty-chunks": png_chunk_bomb(200_000),  # 2.4 MB, ~0.5 s of Python without the chunk limit
         "bmp-rle8-3000x3000": bmp_rle8(3000, 3000),  # 13 KB, ~2.5 s of Python without the RLE limits
         "jpeg-sequential-scan-repeated-150x": jpeg_sequential_scans(1024, 1024, 150),  # 0.6 MB, 150 passes over 1 MP
+        "webp-lossless-65536-code-groups": webp_lossless_groups(),  # 288 KB, ~2.5 s and ~360 MB in libwebp without the limit
+        "webp-alpha-65536-code-groups": webp_lossless_groups(container="ALPH"),  # the same as a lossy WebP's alpha
         # truncated / corrupt -> 422
         "jpeg-truncated-half": cat_jpeg[: len(cat_jpeg) // 2],
         "jpeg-header-only": cat_jpeg[:200],
@@ -189,6 +192,8 @@ def build_corpus(cat_jpeg: bytes) -> dict[str, bytes]:
         "jpeg-exif-rotated": encode(cat, "JPEG", exif=exif),
         "jpeg-exif-rotated-odd-tag": encode(cat, "JPEG", exif=exif_with_odd_tag(6)),  # was a 500
         "webp": encode(cat, "WEBP"),
+        "webp-lossless": encode(cat, "WEBP", lossless=True, method=6),
+        "webp-lossy-alpha": encode(cat.convert("RGBA"), "WEBP", quality=80),
         "tiff": encode(cat, "TIFF"),
         "tiff-jpeg-compressed": encode(cat, "TIFF", compression="jpeg"),
         # one JPEG strip whose last scan repeats: 150 scans (libtiff itself would stop at 100, after 100 passes)
@@ -219,6 +224,8 @@ IMAGE_EXPECTATIONS = {
     "png-200000-empty-chunks": (413, "payload_too_large"),
     "bmp-rle8-3000x3000": (413, "payload_too_large"),
     "jpeg-sequential-scan-repeated-150x": (413, "payload_too_large"),
+    "webp-lossless-65536-code-groups": (413, "payload_too_large"),
+    "webp-alpha-65536-code-groups": (413, "payload_too_large"),
     "jpeg-truncated-half": (422, "corrupt_image"),
     "jpeg-header-only": (422, "corrupt_image"),
     "png-corrupt-idat": (422, "corrupt_image"),
@@ -244,6 +251,8 @@ IMAGE_EXPECTATIONS = {
     "jpeg-exif-rotated": (200, None),
     "jpeg-exif-rotated-odd-tag": (200, None),
     "webp": (200, None),
+    "webp-lossless": (200, None),
+    "webp-lossy-alpha": (200, None),
     "tiff": (200, None),
     "tiff-jpeg-compressed": (200, None),
     "tiff-jpeg-strip-150-scans": (413, "payload_too_large"),
@@ -255,7 +264,7 @@ IMAGE_EXPECTATIONS = {
 }
 # Images whose top-1 label must still be a cat (the photo, re-encoded or converted).
 CAT_IMAGES = {"png-16bit-rgb", "jpeg-cmyk", "png-palette-transparency", "gif-animated-3-frames",
-              "jpeg-progressive", "jpeg-progressive-scan-repeated-20x", "jpeg-exif-rotated", "jpeg-exif-rotated-odd-tag", "webp", "tiff", "tiff-jpeg-compressed", "bmp"}
+              "jpeg-progressive", "jpeg-progressive-scan-repeated-20x", "jpeg-exif-rotated", "jpeg-exif-rotated-odd-tag", "webp", "webp-lossless", "webp-lossy-alpha", "tiff", "tiff-jpeg-compressed", "bmp"}
 
 
 # --- a loopback server that misbehaves on purpose ------------------------------------------------

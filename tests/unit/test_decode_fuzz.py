@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from PIL import Image
@@ -23,6 +24,15 @@ def _seed(fmt: str, mode: str = "RGB", **kw) -> bytes:
     return buffer.getvalue()
 
 
+def _noisy_seed(fmt: str, mode: str = "RGB", **kw) -> bytes:
+    """A gradient whose right half is noisy: libwebp codes the two halves with their own code groups."""
+    pixels = np.repeat(np.asarray(Image.linear_gradient("L").resize((48, 32)), np.int16)[..., None], len(mode), 2)
+    pixels[:, 24:] += np.random.default_rng(7).normal(0, 40, (32, 24, len(mode))).astype(np.int16)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode).save(buffer, format=fmt, **kw)
+    return buffer.getvalue()
+
+
 SEEDS = [
     _seed("JPEG"),
     _seed("JPEG", progressive=True),
@@ -37,6 +47,9 @@ SEEDS = [
     _seed("TIFF", compression="jpeg"),  # libtiff's paths: _file_limits reads their strips
     _seed("TIFF", "L", compression="tiff_adobe_deflate"),
     _seed("PNG", save_all=True, append_images=[Image.new("RGB", (48, 32))], default_image=True),  # APNG
+    # _webp_lossless walks these: transforms, colour cache, entropy image (a noisy image gets them all)
+    _noisy_seed("WEBP", lossless=True, method=6, quality=100),
+    _noisy_seed("WEBP", "RGBA", method=6, quality=80, alpha_quality=100),  # the alpha in an ALPH chunk, coded losslessly
 ]
 
 
