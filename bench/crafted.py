@@ -5,12 +5,32 @@ Shared by bench/soak.py and tests/lambda/test_hostile.py.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import shutil
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image
+
+
+def builds_folder(folder: Path, *builders: str) -> Path:
+    """``folder``/<key> for files built by the code in ``builders`` (source files), the key a hash of that
+    code and Pillow's version: a change to a builder rebuilds its files instead of measuring old ones.
+    Anything else in ``folder`` (older keys' files) is removed."""
+    digest = hashlib.sha256(PIL.__version__.encode())
+    for builder in builders:
+        digest.update(Path(builder).read_bytes())
+    keyed = folder / digest.hexdigest()[:12]
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if old != keyed:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+    keyed.mkdir(parents=True, exist_ok=True)
+    return keyed
 
 
 def encode(image: Image.Image, fmt: str, **kw) -> bytes:

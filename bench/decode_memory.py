@@ -30,7 +30,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.cold_start import _staged_task_root, child_env, interleaved  # noqa: E402
-from bench.crafted import encode, png_rgb16, tiff_associated_alpha  # noqa: E402
+from bench import crafted  # noqa: E402
+from bench.crafted import builds_folder, encode, png_rgb16, tiff_associated_alpha  # noqa: E402
 
 _CHILD = r"""
 import base64, functools, json, sys
@@ -75,7 +76,8 @@ KINDS: Dict[str, Callable[[np.ndarray], bytes]] = {
 def make(folder: Path, megapixels: int) -> Dict[str, Path]:
     side = int((megapixels * 1_000_000) ** 0.5)
     pixels = _gradient(side, side)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = builds_folder(folder, __file__, crafted.__file__) / f"{megapixels}mp"
+    folder.mkdir(exist_ok=True)
     paths = {}
     for kind, build in KINDS.items():
         path = folder / f"{kind}-{megapixels}mp"

@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import crafted  # noqa: E402
 from bench.cold_start import _staged_task_root, child_env, interleaved  # noqa: E402
-from bench.crafted import (bmp_rle8, encode, gif_extension_bomb, jpeg_header_padding_bomb,  # noqa: E402
+from bench.crafted import (bmp_rle8, builds_folder, encode, gif_extension_bomb, jpeg_header_padding_bomb,  # noqa: E402
                            jpeg_scan_bomb, jpeg_sequential_scans, png, png_chunk, png_chunk_bomb, tiff_jpeg_strips,
                            tiff_strip_bomb, webp_lossless_groups, webp_lossless_walk, zlib_with_empty_blocks)
 
@@ -139,7 +140,7 @@ CASES: Dict[str, Callable[[], bytes]] = {
 
 
 def make(folder: Path, names: List[str]) -> Dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = builds_folder(folder, __file__, crafted.__file__)
     paths = {}
     for name in names:
         path = folder / (name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "") + ".bin")
