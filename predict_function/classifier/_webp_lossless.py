@@ -15,7 +15,8 @@ limit the groups cost ~0.2-0.35 s and ~30-80 MB.
 The entropy image follows the transforms' own sub-images (predictor, colour transform, palette),
 which carry no length: finding it means decoding them (only their bits, not their pixels). That is
 done in Python, up to ~1.3 us a pixel, so the sub-image pixels the walk decodes are limited too
-(``walk_limit``), at twice what libwebp writes at most. Real files take a few ms to ~50 ms (50 MP).
+(``walk_limit``, at twice what libwebp writes at most: ~1-1.3 s at 50 MP), and the entropy image,
+decoded with its pixels, to ``MAX_ENTROPY_TILES``. Real files take a few ms to ~50 ms (50 MP).
 A stream that is not valid VP8L where the walk reads is left to libwebp, which stops at the same
 place. The bitstream is RFC 9649's; the walk follows libwebp's decoder (src/dec/vp8l_dec.c) and its
 demuxer (which takes a frame's first ALPH chunk).
@@ -38,6 +39,9 @@ MAX_CODE_GROUPS = 4096
 # 50 MP, 47,000 at 12 MP); the walk costs ~1.3 us a pixel at worst, ~1 s at 50 MP.
 MIN_WALK_PIXELS = 1 << 18
 WALK_FRACTION = 64
+# Tiles of the entropy image (decoded here with its pixels, ~2.5 us a tile): libwebp's encoder writes at
+# most 2,600.
+MAX_ENTROPY_TILES = 1 << 16
 # Chunks a WebP may have before its first frame's image: a real one has a few (VP8X, ICCP, ANIM, EXIF, XMP).
 MAX_CHUNKS_BEFORE_IMAGE = 1024
 
@@ -88,8 +92,10 @@ def check(source: BinaryIO, max_pixels: int) -> None:
 
 def _lossless_stream(source: BinaryIO) -> tuple[int, int, tuple[int, int] | None] | None:
     """(offset, length, size) of the first frame's lossless stream, as libwebp's demuxer finds the frame
-    (the image chunk, or the first ANMF's): a VP8L chunk (size None: its header has it), or the ALPH
-    chunk before a VP8 one if coded losslessly (sized by the VP8 frame). None: the frame has none."""
+    (the first image chunk in chunk order, ANMF headers stepped over): a VP8L chunk (size None: its
+    header has it), or the first ALPH chunk before a VP8 one, if coded losslessly (sized by the VP8
+    frame). None: the frame has none. (An ALPH is checked even where the demuxer would drop it, as in a
+    still image whose VP8X says it has no alpha: stricter, and real files set the flag.)"""
     source.seek(4)
     end = min(8 + int.from_bytes(source.read(4), "little"), source.seek(0, io.SEEK_END))
     position, alpha = 12, None
@@ -101,8 +107,8 @@ def _lossless_stream(source: BinaryIO) -> tuple[int, int, tuple[int, int] | None
         kind, length = header[:4], int.from_bytes(header[4:8], "little")
         data = position + 8
         position = data + length + (length & 1)
-        if kind == b"ANMF":  # the first frame: its own chunks follow a 16-byte header
-            end, position, alpha = min(end, data + length), data + 16, None
+        if kind == b"ANMF":  # a frame: its chunks follow a 16-byte header. The demuxer reads on past an
+            position, alpha = data + 16, None  # ANMF without an image, so frame 1 is the first with one
         elif kind == b"VP8L":
             return data, min(length, end - data), None
         elif kind == b"ALPH" and alpha is None:  # the demuxer takes the first
@@ -120,10 +126,11 @@ def _lossless_stream(source: BinaryIO) -> tuple[int, int, tuple[int, int] | None
 
 
 def _vp8_size(frame: bytes) -> tuple[int, int] | None:
-    """A lossy key frame's width and height (None: not one; libwebp refuses it)."""
+    """A lossy key frame's width and height (None: not one, or empty; libwebp refuses it)."""
     if len(frame) < 10 or frame[0] & 1 or frame[3:6] != b"\x9d\x01\x2a":
         return None
-    return int.from_bytes(frame[6:8], "little") & 0x3FFF, int.from_bytes(frame[8:10], "little") & 0x3FFF
+    size = int.from_bytes(frame[6:8], "little") & 0x3FFF, int.from_bytes(frame[8:10], "little") & 0x3FFF
+    return size if size[0] and size[1] else None
 
 
 def _code_groups(bits: _Bits, size: tuple[int, int] | None, max_pixels: int) -> int:
@@ -173,7 +180,11 @@ def _entropy_image(bits: _Bits, size: tuple[int, int] | None, max_pixels: int) -
     if not bits.read(1):
         return _EntropyImage(width, height, cache, 14, np.zeros(1, np.uint32))  # one group for the whole image
     block = bits.read(3) + 2
-    tiles = _sub_image(bits, _subsample(width, block), _subsample(height, block), budget, keep=True)
+    tiles_wide, tiles_high = _subsample(width, block), _subsample(height, block)
+    if tiles_wide * tiles_high > MAX_ENTROPY_TILES:
+        raise PayloadTooLargeError(f"the lossless WebP's entropy image has more than {MAX_ENTROPY_TILES} tiles (libwebp's "
+                                   "encoder writes at most 2,600): refused, checking it would take too long")
+    tiles = _sub_image(bits, tiles_wide, tiles_high, budget, keep=True)
     return _EntropyImage(width, height, cache, block, np.frombuffer(tiles, np.uint32) >> 8 & 0xFFFF)  # green, red
 
 

@@ -83,10 +83,10 @@ def decode_image(
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if not source.read(1):
         raise UnsupportedMediaError("the image is empty")
-    first_scan = _file_limits.check(source, max_pixels)  # TIFF, JPEG header, GIF, PNG, WebP: before Pillow or libwebp walks them
-    source.seek(0)
     _defer_pillow_pixel_limit(max_pixels)
     try:
+        first_scan = _file_limits.check(source, max_pixels)  # TIFF, JPEG header, GIF, PNG, WebP: before Pillow or libwebp walks them
+        source.seek(0)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": stray stderr lines per request

@@ -13,7 +13,7 @@ from PIL import Image
 from bench.crafted import encode, webp_lossless_groups, webp_lossless_walk
 from classifier import _webp_lossless as webp
 from classifier.decode import decode_image
-from classifier.errors import ClassifierError, PayloadTooLargeError
+from classifier.errors import ClassifierError, CorruptImageError, PayloadTooLargeError
 
 MAX = 50_000_000
 
@@ -113,6 +113,45 @@ def test_a_file_naming_65536_code_groups_is_refused(container):
     # Without the limit: 2.2-2.5 s of CPU and ~360 MB in libwebp, in all three containers.
     with pytest.raises(PayloadTooLargeError, match="65536 Huffman code groups"):
         decode_image(webp_lossless_groups(container=container), MAX)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
+
+
+def _riff(chunks: bytes) -> bytes:
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
+
+
+@pytest.mark.parametrize("first_frame", ["empty", "unknown chunk only"])
+def test_an_animation_whose_first_frame_chunk_has_no_image_is_walked_on(first_frame):
+    # libwebp's demuxer skips an ANMF without an image: the next one is frame 1, decoded on load()
+    # (found by a red-team: 2.5-5.9 s past a walk that stopped at the first ANMF).
+    vp8l = webp_lossless_groups()[12:]  # the VP8L chunk
+    vp8x = _chunk(b"VP8X", struct.pack("<I", 0x02) + (1023).to_bytes(3, "little") * 2)
+    header = bytes(6) + (1023).to_bytes(3, "little") * 2 + (100).to_bytes(3, "little") + b"\0"
+    empty = header + (_chunk(b"XYZW", b"") if first_frame != "empty" else b"")
+    data = _riff(vp8x + _chunk(b"ANIM", bytes(6)) + _chunk(b"ANMF", empty) + _chunk(b"ANMF", header + vp8l))
+    with pytest.raises(PayloadTooLargeError, match="65536 Huffman code groups"):
+        decode_image(data, MAX)
+
+
+def test_a_lossy_frame_of_no_width_after_a_lossless_alpha_is_a_corrupt_image():
+    # Was a ValueError out of decode_image (a 500): the walk sized the alpha by the VP8 frame, 0 x 64.
+    vp8 = bytearray(encode(Image.new("RGB", (64, 64), (90, 120, 150)), "WEBP", quality=50)[12:])
+    struct.pack_into("<H", vp8, 8 + 6, 0)  # the key frame's width
+    alpha = "0" + "0" + "1" + "000" + "0" + "1000" * 10 + "0" * 64  # an entropy image of one-symbol codes
+    stream = np.packbits(np.frombuffer(alpha.encode(), np.uint8) - 48, bitorder="little").tobytes()
+    vp8x = _chunk(b"VP8X", struct.pack("<I", 0x10) + (63).to_bytes(3, "little") * 2)
+    with pytest.raises(CorruptImageError):
+        decode_image(_riff(vp8x + _chunk(b"ALPH", b"\x01" + stream) + bytes(vp8)), MAX)
+
+
+def test_an_entropy_image_of_too_many_tiles_is_refused_before_it_is_decoded():
+    # 4 x 4 tiles: 1024 x 1024 has 65,536 (the limit), 1028 x 1028 has 66,049.
+    with pytest.raises(PayloadTooLargeError, match="entropy image has more than 65536 tiles"):
+        webp.check(io.BytesIO(webp_lossless_groups(side=1028, groups=2)), MAX)
+    webp.check(io.BytesIO(webp_lossless_groups(side=1024, groups=2)), MAX)
 
 
 def test_the_code_group_limit_is_exact():
