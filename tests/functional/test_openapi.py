@@ -149,12 +149,20 @@ def test_each_error_response_pins_its_codes_to_its_status():
         assert list(validator.iter_errors(wrong_status)), f"{status} schema accepts any status"
 
 
+def _gateway_error_bodies(template: dict):
+    """(kind, status, body) of every error API Gateway or the stage's WAF web ACL answers itself."""
+    for kind, response in template["Resources"]["PredictApi"]["Properties"]["GatewayResponses"].items():
+        yield kind, int(response["StatusCode"]), json.loads(response["ResponseTemplates"]["application/json"])
+    acl = template["Resources"]["PredictApiWebAcl"]["Properties"]
+    for rule in acl["Rules"]:
+        response = rule["Action"]["Block"]["CustomResponse"]
+        body = acl["CustomResponseBodies"][response["CustomResponseBodyKey"]]
+        yield rule["Name"], response["ResponseCode"], json.loads(body["Content"])
+
+
 def test_gateway_error_bodies_in_the_template_are_documented():
     template = yaml_parse((REPO / "template.yaml").read_text())
-    gateway = template["Resources"]["PredictApi"]["Properties"]["GatewayResponses"]
-    for kind, response in gateway.items():
-        body = json.loads(response["ResponseTemplates"]["application/json"])
-        status = int(response["StatusCode"])
+    for kind, status, body in _gateway_error_bodies(template):
         assert body["error"]["status"] == status, kind  # the body says the status it is sent with
         documented = [(path, method) for path, method, _ in operations()
                       if str(status) in SPEC["paths"][path][method]["responses"]]

@@ -47,6 +47,7 @@ NEW_PARAMETERS = (
     "LogRetentionDays",
     "MemorySize",
     "ApiAccessLogs",
+    "PerIpRateLimit",
 )
 API_METHODS = {("/predict", "post"), ("/model", "get")}
 
@@ -197,6 +198,7 @@ def test_defaults_are_the_documented_ones():
         "LogRetentionDays": "30",
         "MemorySize": "2048",
         "ApiAccessLogs": "false",  # a fresh account has no API Gateway CloudWatch role: the deploy would fail
+        "PerIpRateLimit": "0",  # no WAF web ACL: it costs about $6 a month even idle
     }
     assert PARAMETERS["RequireApiKey"]["AllowedValues"] == ["true", "false"]
 
@@ -414,12 +416,43 @@ def test_access_logs_name_the_caller_and_never_the_body():
     assert int(value(stack, group["Properties"]["RetentionInDays"])) == 90
 
 
+def test_per_ip_rate_limit_is_a_waf_rule_on_the_prod_stage_only_when_asked(default_stack):
+    resources = ("PredictApiWebAcl", "PredictApiWebAclAssociation")
+    conditions = TEMPLATE["Conditions"]
+    assert [default_stack["Resources"][name]["Condition"] for name in resources] == ["PerIpRateLimited"] * 2
+    assert not condition_value(conditions["PerIpRateLimited"], conditions, default_stack[VALUES_KEY])  # not deployed
+    stack = translate(PerIpRateLimit="300")
+    assert condition_value(conditions["PerIpRateLimited"], conditions, stack[VALUES_KEY])
+    acl, association = (stack["Resources"][name]["Properties"] for name in resources)
+    assert acl["Scope"] == "REGIONAL" and acl["DefaultAction"] == {"Allow": {}}
+    (rule,) = acl["Rules"]
+    statement = rule["Statement"]["RateBasedStatement"]
+    assert statement["AggregateKeyType"] == "IP" and statement["EvaluationWindowSec"] == 300
+    assert int(value(stack, statement["Limit"])) == 300
+    response = rule["Action"]["Block"]["CustomResponse"]
+    assert response["ResponseCode"] == 429
+    body = json.loads(acl["CustomResponseBodies"][response["CustomResponseBodyKey"]]["Content"])
+    assert body["error"]["code"] == "rate_limited" and body["error"]["status"] == 429  # the function's error shape
+    assert "ResponseHeaders" not in response  # CORS off
+    cors = translate(PerIpRateLimit="300", CorsAllowOrigin="https://app.example.com")
+    (header,) = cors["Resources"]["PredictApiWebAcl"]["Properties"]["Rules"][0]["Action"]["Block"]["CustomResponse"][
+        "ResponseHeaders"]
+    assert header["Name"] == "Access-Control-Allow-Origin" and value(cors, header["Value"]) == "https://app.example.com"
+    # On this API's one stage (SAM resolves PredictApi.Stage to the stage resource, which CloudFormation then
+    # creates first).
+    (stage_id,) = resources_of(stack, "AWS::ApiGateway::Stage")
+    assert association["ResourceArn"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:apigateway:${AWS::Region}::/restapis/${PredictApi}/stages/${%s}" % stage_id}
+    assert association["WebACLArn"] == {"Fn::GetAtt": ["PredictApiWebAcl", "Arn"]}
+
+
 def test_template_keeps_the_conditions_cloudformation_evaluates():
     conditions = TEMPLATE["Conditions"]
     assert conditions["ApiKeyRequired"] == {"Fn::Equals": [{"Ref": "RequireApiKey"}, "true"]}
     assert conditions["ConcurrencyReserved"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, 0]}]}
     assert conditions["CorsEnabled"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CorsAllowOrigin"}, ""]}]}
     assert conditions["AccessLogsEnabled"] == {"Fn::Equals": [{"Ref": "ApiAccessLogs"}, "true"]}
+    assert conditions["PerIpRateLimited"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "PerIpRateLimit"}, 0]}]}
 
 
 # --- ModelVariant: which bundled model file the function serves ------------------------------
