@@ -446,6 +446,24 @@ def test_per_ip_rate_limit_is_a_waf_rule_on_the_prod_stage_only_when_asked(defau
     assert association["WebACLArn"] == {"Fn::GetAtt": ["PredictApiWebAcl", "Arn"]}
 
 
+def test_the_function_may_only_write_its_own_log_group(default_stack):
+    resources = default_stack["Resources"]
+    assert resources["PredictFunction"]["Properties"]["Role"] == {"Fn::GetAtt": ["PredictFunctionRole", "Arn"]}
+    roles = resources_of(default_stack, "AWS::IAM::Role")
+    assert list(roles) == ["PredictFunctionRole"]  # SAM made none of its own
+    role = roles["PredictFunctionRole"]["Properties"]
+    assert "ManagedPolicyArns" not in role and "Policies" not in role  # no AWSLambdaBasicExecutionRole
+    (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "lambda.amazonaws.com"} and statement["Action"] == "sts:AssumeRole"
+    (policy,) = resources_of(default_stack, "AWS::IAM::Policy").values()
+    assert policy["Properties"]["Roles"] == [{"Ref": "PredictFunctionRole"}]
+    (grant,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert grant["Effect"] == "Allow" and sorted(grant["Action"]) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert grant["Resource"] == {"Fn::GetAtt": ["PredictFunctionLogGroup", "Arn"]}  # that group's streams only
+    group = resources["PredictFunctionLogGroup"]["Properties"]["LogGroupName"]
+    assert group == {"Fn::Sub": "/aws/lambda/${PredictFunction}"}  # where Lambda writes the function's logs
+
+
 def test_template_keeps_the_conditions_cloudformation_evaluates():
     conditions = TEMPLATE["Conditions"]
     assert conditions["ApiKeyRequired"] == {"Fn::Equals": [{"Ref": "RequireApiKey"}, "true"]}
