@@ -416,6 +416,13 @@ def test_access_logs_name_the_caller_and_never_the_body():
     assert int(value(stack, group["Properties"]["RetentionInDays"])) == 90
 
 
+@pytest.mark.parametrize("limit, ok", [("0", True), ("10", True), ("300", True), ("2000000000", True), ("5", False),
+                                       ("9", False), ("2000000001", False), ("01", False), ("-1", False), ("", False)])
+def test_per_ip_rate_limit_pattern_takes_only_what_waf_takes(limit, ok):
+    # WAF's rate-based rule takes 10 to 2,000,000,000; a value it refuses would fail the deploy halfway.
+    assert bool(re.fullmatch(PARAMETERS["PerIpRateLimit"]["AllowedPattern"], limit)) is ok
+
+
 def test_per_ip_rate_limit_is_a_waf_rule_on_the_prod_stage_only_when_asked(default_stack):
     resources = ("PredictApiWebAcl", "PredictApiWebAclAssociation")
     conditions = TEMPLATE["Conditions"]
@@ -470,7 +477,7 @@ def test_template_keeps_the_conditions_cloudformation_evaluates():
     assert conditions["ConcurrencyReserved"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, 0]}]}
     assert conditions["CorsEnabled"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CorsAllowOrigin"}, ""]}]}
     assert conditions["AccessLogsEnabled"] == {"Fn::Equals": [{"Ref": "ApiAccessLogs"}, "true"]}
-    assert conditions["PerIpRateLimited"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "PerIpRateLimit"}, 0]}]}
+    assert conditions["PerIpRateLimited"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "PerIpRateLimit"}, "0"]}]}
 
 
 # --- ModelVariant: which bundled model file the function serves ------------------------------
