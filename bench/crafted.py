@@ -402,10 +402,10 @@ def _webp_container(vp8l: bytes, side: int, container: str) -> bytes:
         chunks = _webp_chunk(b"VP8L", vp8l)
     elif container == "ALPH":
         lossy = encode(Image.new("RGB", (side, side), (90, 120, 150)), "WEBP", quality=50)
-        vp8x = _webp_chunk(b"VP8X", struct.pack("<I", 0x10)[:4] + (side - 1).to_bytes(3, "little") * 2)
+        vp8x = _webp_chunk(b"VP8X", struct.pack("<I", 0x10) + (side - 1).to_bytes(3, "little") * 2)
         chunks = vp8x + _webp_chunk(b"ALPH", b"\x01" + vp8l[5:]) + lossy[12:]
     else:
-        vp8x = _webp_chunk(b"VP8X", struct.pack("<I", 0x02)[:4] + (side - 1).to_bytes(3, "little") * 2)
+        vp8x = _webp_chunk(b"VP8X", struct.pack("<I", 0x02) + (side - 1).to_bytes(3, "little") * 2)
         frame = bytes(6) + (side - 1).to_bytes(3, "little") * 2 + (100).to_bytes(3, "little") + b"\0"
         chunks = vp8x + _webp_chunk(b"ANIM", bytes(6)) + _webp_chunk(b"ANMF", frame + _webp_chunk(b"VP8L", vp8l))
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
