@@ -312,11 +312,11 @@ def tiff_jpeg_strips(jpeg: bytes, width: int, height: int, strips: int = 1, comp
     return b"II*\x00" + struct.pack("<LH", 8, n_tags) + b"".join(tags) + struct.pack("<L", 0) + arrays + body
 
 
-def _lsb_bits(value: int, count: int) -> str:
+def lsb_bits(value: int, count: int) -> str:
     return "".join(str((value >> i) & 1) for i in range(count))
 
 
-def _pack_lsb_first(bits: str) -> bytes:
+def pack_lsb_first(bits: str) -> bytes:
     """A string of '0'/'1' as bytes, each byte filled from its least significant bit (Deflate's and VP8L's order)."""
     return np.packbits(np.frombuffer(bits.encode(), np.uint8) - 48, bitorder="little").tobytes()
 
@@ -324,9 +324,9 @@ def _pack_lsb_first(bits: str) -> bytes:
 # One empty (not final) dynamic-Huffman Deflate block: it decodes to nothing, but zlib builds its
 # code tables each time (HLIT 257, HDIST 1, code lengths for symbols 0/1/18 only, then 256 = end).
 _EMPTY_DYNAMIC_BLOCK = (
-    _lsb_bits(0, 1) + _lsb_bits(2, 2) + _lsb_bits(0, 5) + _lsb_bits(0, 5) + _lsb_bits(14, 4)
-    + "".join(_lsb_bits({18: 1, 0: 2, 1: 2}.get(s, 0), 3) for s in (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1))
-    + "11" + "0" + _lsb_bits(127, 7) + "0" + _lsb_bits(106, 7) + "11" + "10" + "1"
+    lsb_bits(0, 1) + lsb_bits(2, 2) + lsb_bits(0, 5) + lsb_bits(0, 5) + lsb_bits(14, 4)
+    + "".join(lsb_bits({18: 1, 0: 2, 1: 2}.get(s, 0), 3) for s in (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1))
+    + "11" + "0" + lsb_bits(127, 7) + "0" + lsb_bits(106, 7) + "11" + "10" + "1"
 )
 
 
@@ -338,12 +338,34 @@ def zlib_with_empty_blocks(size: int, payload: bytes) -> bytes:
     bits = _EMPTY_DYNAMIC_BLOCK * (size * 8 // len(_EMPTY_DYNAMIC_BLOCK))
     bits += ("1" if len(pieces) == 1 else "0") + "00"  # the first stored block's header, then byte alignment
     bits += "0" * (-len(bits) % 8)
-    out = [_pack_lsb_first(bits)]
+    out = [pack_lsb_first(bits)]
     for i, piece in enumerate(pieces):
         if i:
             out.append(bytes((i == len(pieces) - 1,)))  # BFINAL, BTYPE 00 (stored), padding
         out.append(struct.pack("<HH", len(piece), 0xFFFF ^ len(piece)) + piece)
     return b"\x78\x01" + b"".join(out) + struct.pack(">L", zlib.adler32(payload))
+
+
+# VP8L (RFC 9649) pieces for the lossless WebP builders below, as bit strings in stream order.
+_VP8L_CODE_LENGTH_ORDER = (17, 18, 0, 1, 2, 3, 4, 5, 16, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+_VP8L_SIMPLE = "1" + "0" + "0" + "0"  # a simple code of one symbol (0): no bits per use
+
+
+def _vp8l_header(side: int) -> str:
+    return lsb_bits(0x2F, 8) + lsb_bits(side - 1, 14) + lsb_bits(side - 1, 14) + lsb_bits(0, 4)
+
+
+def _vp8l_normal_code(lengths: dict, body: str) -> str:
+    """A normal code: the code-length code of ``lengths`` (code length symbol -> its length), then ``body``
+    (the code lengths of the symbols, coded with it)."""
+    k = max(_VP8L_CODE_LENGTH_ORDER.index(s) for s in lengths) + 1
+    return ("0" + lsb_bits(k - 4, 4) + "".join(lsb_bits(lengths.get(s, 0), 3) for s in _VP8L_CODE_LENGTH_ORDER[:k])
+            + "0" + body)
+
+
+def _vp8l_all8(n: int) -> str:
+    """A code of ``n`` symbols: 0-255 of length 8 (code = symbol), the rest absent."""
+    return _vp8l_normal_code({0: 1, 8: 1}, "1" * 256 + "0" * (n - 256))
 
 
 def webp_lossless_groups(long_codes: bool = False, side: int = 1024, cache_bits: int = 11, container: str = "VP8L",
@@ -354,19 +376,9 @@ def webp_lossless_groups(long_codes: bool = False, side: int = 1024, cache_bits:
     codes, 288 KB; 5.4-6 s and ~1 GB with long codes, 11.5 MB). ``container``: "VP8L" (a plain
     lossless file), "ALPH" (the same stream as a lossy WebP's alpha) or "ANMF" (the first frame of an
     animation). Refused since _webp_lossless (MAX_CODE_GROUPS)."""
-    order = [17, 18, 0, 1, 2, 3, 4, 5, 16, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
 
     def msb(code: int, count: int) -> str:
         return "".join(str((code >> i) & 1) for i in range(count - 1, -1, -1))
-
-    simple = "1" + "0" + "0" + "0"  # a simple code of one symbol (0)
-
-    def normal(lengths: dict, body: str) -> str:
-        k = max(order.index(s) for s in lengths) + 1
-        return "0" + _lsb_bits(k - 4, 4) + "".join(_lsb_bits(lengths.get(s, 0), 3) for s in order[:k]) + "0" + body
-
-    def all8(n: int) -> str:  # symbols 0-255 of length 8, the rest absent
-        return normal({0: 1, 8: 1}, "1" * 256 + "0" * (n - 256))
 
     def big_green(n: int) -> str:  # n symbols of lengths 11 and 12
         n12, codes = 2 * (n - 2048), {16: "0", 11: "10", 12: "11"}
@@ -374,41 +386,48 @@ def webp_lossless_groups(long_codes: bool = False, side: int = 1024, cache_bits:
         def run(symbol: int, count: int) -> str:
             out, count = codes[symbol], count - 1
             while count >= 6:
-                out, count = out + codes[16] + _lsb_bits(3, 2), count - 6
+                out, count = out + codes[16] + lsb_bits(3, 2), count - 6
             while count >= 3:
-                out, count = out + codes[16] + _lsb_bits(0, 2), count - 3
+                out, count = out + codes[16] + lsb_bits(0, 2), count - 3
             return out + codes[symbol] * count
-        return normal({16: 1, 11: 2, 12: 2}, run(11, n - n12) + run(12, n12))
+        return _vp8l_normal_code({16: 1, 11: 2, 12: 2}, run(11, n - n12) + run(12, n12))
 
+    simple = _VP8L_SIMPLE
     tiles = side // 4
-    bits = _lsb_bits(0x2F, 8) + _lsb_bits(side - 1, 14) + _lsb_bits(side - 1, 14) + _lsb_bits(0, 4) + "0"
-    bits += "1" + _lsb_bits(cache_bits, 4) + "1" + _lsb_bits(0, 3)  # colour cache; meta codes, 4 x 4 tiles
-    bits += "0" + all8(280) + all8(256) + simple * 3  # the entropy image's own codes (no cache)
+    bits = _vp8l_header(side) + "0"  # no transform
+    bits += "1" + lsb_bits(cache_bits, 4) + "1" + lsb_bits(0, 3)  # colour cache; meta codes, 4 x 4 tiles
+    bits += "0" + _vp8l_all8(280) + _vp8l_all8(256) + simple * 3  # the entropy image's own codes (no cache)
     named = [i % groups for i in range(tiles * tiles)]
     bits += "".join(msb(i & 255, 8) + msb(i >> 8, 8) for i in named)  # tile i -> group i (mod groups)
     group = (big_green(280 + (1 << cache_bits)) if long_codes else simple) + simple * 4
     bits += group * groups + "0" * (11 * side * side if long_codes else 0) + "0" * 64
-    return _webp_container(_pack_lsb_first(bits), side, container)
+    return _webp_container(pack_lsb_first(bits), side, container)
 
 
-def _webp_chunk(kind: bytes, data: bytes) -> bytes:
+def webp_chunk(kind: bytes, data: bytes) -> bytes:
+    """A RIFF chunk of a WebP file (padded to an even length)."""
     return kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
+
+
+def webp_riff(chunks: bytes) -> bytes:
+    """A WebP file of these chunks."""
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
 
 
 def _webp_container(vp8l: bytes, side: int, container: str) -> bytes:
     """A VP8L stream (with its 5-byte header) as a WebP file: plain, as the alpha of a lossy side x side
     image (ALPH, compressed losslessly, then a real VP8 frame), or as an animation's first frame."""
     if container == "VP8L":
-        chunks = _webp_chunk(b"VP8L", vp8l)
+        chunks = webp_chunk(b"VP8L", vp8l)
     elif container == "ALPH":
         lossy = encode(Image.new("RGB", (side, side), (90, 120, 150)), "WEBP", quality=50)
-        vp8x = _webp_chunk(b"VP8X", struct.pack("<I", 0x10) + (side - 1).to_bytes(3, "little") * 2)
-        chunks = vp8x + _webp_chunk(b"ALPH", b"\x01" + vp8l[5:]) + lossy[12:]
+        vp8x = webp_chunk(b"VP8X", struct.pack("<I", 0x10) + (side - 1).to_bytes(3, "little") * 2)
+        chunks = vp8x + webp_chunk(b"ALPH", b"\x01" + vp8l[5:]) + lossy[12:]
     else:
-        vp8x = _webp_chunk(b"VP8X", struct.pack("<I", 0x02) + (side - 1).to_bytes(3, "little") * 2)
+        vp8x = webp_chunk(b"VP8X", struct.pack("<I", 0x02) + (side - 1).to_bytes(3, "little") * 2)
         frame = bytes(6) + (side - 1).to_bytes(3, "little") * 2 + (100).to_bytes(3, "little") + b"\0"
-        chunks = vp8x + _webp_chunk(b"ANIM", bytes(6)) + _webp_chunk(b"ANMF", frame + _webp_chunk(b"VP8L", vp8l))
-    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
+        chunks = vp8x + webp_chunk(b"ANIM", bytes(6)) + webp_chunk(b"ANMF", frame + webp_chunk(b"VP8L", vp8l))
+    return webp_riff(chunks)
 
 
 def webp_lossless_walk(side: int = 4096, block_bits: int = 2, seed: int = 0) -> bytes:
@@ -416,16 +435,10 @@ def webp_lossless_walk(side: int = 4096, block_bits: int = 2, seed: int = 0) -> 
     so a sub-image of (side / 2^block_bits)^2 pixels, all literals of random 8-bit codes: the costliest
     file for _webp_lossless's walk per pixel. The image itself takes no bits (one-symbol codes)."""
     sub = (side + (1 << block_bits) - 1) >> block_bits
-    order = [17, 18, 0, 1, 2, 3, 4, 5, 16, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
-    k = order.index(8) + 1
-    # A normal code whose code lengths are coded with 0 -> "0" and 8 -> "1": symbols 0-255 of length 8.
-    lengths = "0" + _lsb_bits(k - 4, 4) + "".join(_lsb_bits(1 if s in (0, 8) else 0, 3) for s in order[:k]) + "0"
-    all8 = lengths + "1" * 256
-    simple = "1000"  # a simple code of one symbol (0): no bits per use
     symbols = np.random.default_rng(seed).integers(0, 256, sub * sub * 4, dtype=np.uint8)
     literals = (np.unpackbits(symbols) + 48).tobytes().decode()  # each code's bits, most significant first
-    bits = _lsb_bits(0x2F, 8) + _lsb_bits(side - 1, 14) + _lsb_bits(side - 1, 14) + _lsb_bits(0, 4)
-    bits += "1" + _lsb_bits(0, 2) + _lsb_bits(block_bits - 2, 3)  # a predictor transform
-    bits += "0" + all8 + "0" * 24 + all8 * 3 + simple + literals  # its sub-image: no cache; green, red, blue, alpha, distance
-    bits += "0" + "0" + "0" + simple * 5 + "0" * 64  # no other transform, no cache, one code group
-    return _webp_container(_pack_lsb_first(bits), side, "VP8L")
+    bits = _vp8l_header(side) + "1" + lsb_bits(0, 2) + lsb_bits(block_bits - 2, 3)  # a predictor transform
+    # its sub-image: no cache; green, red, blue, alpha, distance; the pixels
+    bits += "0" + _vp8l_all8(280) + _vp8l_all8(256) * 3 + _VP8L_SIMPLE + literals
+    bits += "0" + "0" + "0" + _VP8L_SIMPLE * 5 + "0" * 64  # no other transform, no cache, one code group
+    return _webp_container(pack_lsb_first(bits), side, "VP8L")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import io
 import struct
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from bench.crafted import encode, webp_lossless_groups, webp_lossless_walk
+from bench.crafted import (encode, lsb_bits, pack_lsb_first, webp_chunk, webp_lossless_groups, webp_lossless_walk,
+                           webp_riff)
 from classifier import _webp_lossless as webp
 from classifier.decode import decode_image
 from classifier.errors import ClassifierError, CorruptImageError, PayloadTooLargeError
@@ -54,11 +54,9 @@ def _bits_left(data: bytes) -> int:
             symbol(codes[1]), symbol(codes[2]), symbol(codes[3])
             done += 1
         elif green_symbol < 280:
-            length_value, bits.p = webp._prefix_value(bits.words, bits.p, green_symbol - 256)
-            distance_symbol = symbol(codes[4])
-            bits.peek()  # the window holds the extra bits
-            _, bits.p = webp._prefix_value(bits.words, bits.p, distance_symbol)
-            done += length_value
+            bits.peek()  # the window holds the whole copy, as _skip_pixels makes sure once a pixel
+            copied, _, bits.p = webp._copy(bits.words, bits.p, green_symbol, *codes[4], image.width)
+            done += copied
         else:
             done += 1
     assert done == count
@@ -115,23 +113,15 @@ def test_a_file_naming_65536_code_groups_is_refused(container):
         decode_image(webp_lossless_groups(container=container), MAX)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
-
-
-def _riff(chunks: bytes) -> bytes:
-    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
-
-
 @pytest.mark.parametrize("first_frame", ["empty", "unknown chunk only"])
 def test_an_animation_whose_first_frame_chunk_has_no_image_is_walked_on(first_frame):
     # libwebp's demuxer skips an ANMF without an image: the next one is frame 1, decoded on load()
     # (found by a red-team: 2.5-5.9 s past a walk that stopped at the first ANMF).
     vp8l = webp_lossless_groups()[12:]  # the VP8L chunk
-    vp8x = _chunk(b"VP8X", struct.pack("<I", 0x02) + (1023).to_bytes(3, "little") * 2)
+    vp8x = webp_chunk(b"VP8X", struct.pack("<I", 0x02) + (1023).to_bytes(3, "little") * 2)
     header = bytes(6) + (1023).to_bytes(3, "little") * 2 + (100).to_bytes(3, "little") + b"\0"
-    empty = header + (_chunk(b"XYZW", b"") if first_frame != "empty" else b"")
-    data = _riff(vp8x + _chunk(b"ANIM", bytes(6)) + _chunk(b"ANMF", empty) + _chunk(b"ANMF", header + vp8l))
+    empty = header + (webp_chunk(b"XYZW", b"") if first_frame != "empty" else b"")
+    data = webp_riff(vp8x + webp_chunk(b"ANIM", bytes(6)) + webp_chunk(b"ANMF", empty) + webp_chunk(b"ANMF", header + vp8l))
     with pytest.raises(PayloadTooLargeError, match="65536 Huffman code groups"):
         decode_image(data, MAX)
 
@@ -141,10 +131,10 @@ def test_a_lossy_frame_of_no_width_after_a_lossless_alpha_is_a_corrupt_image():
     vp8 = bytearray(encode(Image.new("RGB", (64, 64), (90, 120, 150)), "WEBP", quality=50)[12:])
     struct.pack_into("<H", vp8, 8 + 6, 0)  # the key frame's width
     alpha = "0" + "0" + "1" + "000" + "0" + "1000" * 10 + "0" * 64  # an entropy image of one-symbol codes
-    stream = np.packbits(np.frombuffer(alpha.encode(), np.uint8) - 48, bitorder="little").tobytes()
-    vp8x = _chunk(b"VP8X", struct.pack("<I", 0x10) + (63).to_bytes(3, "little") * 2)
+    stream = pack_lsb_first(alpha)
+    vp8x = webp_chunk(b"VP8X", struct.pack("<I", 0x10) + (63).to_bytes(3, "little") * 2)
     with pytest.raises(CorruptImageError):
-        decode_image(_riff(vp8x + _chunk(b"ALPH", b"\x01" + stream) + bytes(vp8)), MAX)
+        decode_image(webp_riff(vp8x + webp_chunk(b"ALPH", b"\x01" + stream) + bytes(vp8)), MAX)
 
 
 def test_an_entropy_image_of_too_many_tiles_is_refused_before_it_is_decoded():
@@ -176,9 +166,8 @@ def test_an_image_over_the_pixel_limit_is_left_to_it():
 
 
 def _with_chunks_before_image(image: bytes, chunks: int) -> bytes:
-    vp8x = b"VP8X" + struct.pack("<I", 10) + bytes(4) + (15).to_bytes(3, "little") * 2
-    body = vp8x + (b"abcd" + bytes(4)) * chunks + image[12:]
-    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+    vp8x = webp_chunk(b"VP8X", bytes(4) + (15).to_bytes(3, "little") * 2)
+    return webp_riff(vp8x + webp_chunk(b"abcd", b"") * chunks + image[12:])
 
 
 def test_chunks_before_the_image_are_limited():
@@ -202,10 +191,9 @@ def test_a_cut_bomb_is_libwebps_to_refuse(cut):
 
 def test_the_walk_never_refuses_a_valid_file_it_misreads():
     # Malformed where the walk reads (a transform twice): the walk gives up, libwebp refuses it.
-    bits = "".join(str((0x2F >> i) & 1) for i in range(8)) + "0" * 14 + "0" * 14 + "0000"
+    bits = lsb_bits(0x2F, 8) + "0" * 14 + "0" * 14 + "0000"  # 1 x 1
     bits += "1" + "10" + "1" + "10"  # subtract green, twice
-    packed = np.packbits(np.frombuffer(bits.encode(), np.uint8) - 48, bitorder="little").tobytes()
-    data = b"RIFF" + struct.pack("<I", 12 + len(packed)) + b"WEBPVP8L" + struct.pack("<I", len(packed)) + packed
+    data = webp_riff(webp_chunk(b"VP8L", pack_lsb_first(bits)))
     webp.check(io.BytesIO(data), MAX)  # not refused here
     with pytest.raises(ClassifierError) as raised:
         decode_image(data, MAX)
