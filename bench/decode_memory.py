@@ -76,8 +76,7 @@ KINDS: Dict[str, Callable[[np.ndarray], bytes]] = {
 def make(folder: Path, megapixels: int) -> Dict[str, Path]:
     side = int((megapixels * 1_000_000) ** 0.5)
     pixels = _gradient(side, side)
-    folder = builds_folder(folder, __file__, crafted.__file__) / f"{megapixels}mp"
-    folder.mkdir(exist_ok=True)
+    folder = builds_folder(folder, __file__, crafted.__file__)  # the file names carry the size
     paths = {}
     for kind, build in KINDS.items():
         path = folder / f"{kind}-{megapixels}mp"
