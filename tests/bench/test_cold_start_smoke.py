@@ -118,3 +118,16 @@ def test_worst_case_sends_each_file_to_the_real_handler_and_reports_its_status(t
     assert set(rows) == {over, under}
     assert rows[over][1] == "413" and rows[under][1] == "200"  # KB, status, CPU s, wall s, +MB
     assert float(rows[under][3]) > 0  # it was decoded and classified: inference alone takes milliseconds
+
+
+def test_built_files_are_rebuilt_when_their_builder_changes(tmp_path):
+    from bench.crafted import builds_folder
+
+    builder, cache = tmp_path / "builder.py", tmp_path / "cache"
+    builder.write_text("A = 1\n")
+    first = builds_folder(cache, str(builder))
+    (first / "file.bin").write_bytes(b"old")
+    assert builds_folder(cache, str(builder)) == first and (first / "file.bin").exists()  # unchanged: kept
+    builder.write_text("A = 2\n")
+    second = builds_folder(cache, str(builder))
+    assert second != first and not first.exists() and list(cache.iterdir()) == [second]  # changed: a fresh folder
