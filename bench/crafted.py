@@ -330,15 +330,20 @@ _EMPTY_DYNAMIC_BLOCK = (
 )
 
 
-def zlib_with_empty_blocks(size: int, payload: bytes) -> bytes:
+def zlib_with_empty_blocks(size: int, payload: bytes, compress: bool = False) -> bytes:
     """A zlib stream of ~``size`` bytes of empty dynamic Deflate blocks, then ``payload`` in stored
-    blocks: inflating it costs ~0.16 s of CPU per MB of the empty blocks whatever the payload (a
-    red-team's find)."""
+    blocks (or Deflate-compressed, ``compress``): inflating it costs ~0.16 s of CPU per MB of the
+    empty blocks whatever the payload (a red-team's find)."""
     pieces = [payload[i:i + 65535] for i in range(0, len(payload), 65535)] or [b""]
     bits = _EMPTY_DYNAMIC_BLOCK * (size * 8 // len(_EMPTY_DYNAMIC_BLOCK))
-    bits += ("1" if len(pieces) == 1 else "0") + "00"  # the first stored block's header, then byte alignment
+    last = len(pieces) == 1 and not compress
+    bits += ("1" if last else "0") + "00"  # the first stored block's header, then byte alignment
     bits += "0" * (-len(bits) % 8)
     out = [pack_lsb_first(bits)]
+    if compress:  # an empty stored block, then the payload as raw Deflate (its own final block)
+        deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+        out += [struct.pack("<HH", 0, 0xFFFF), deflate.compress(payload), deflate.flush()]
+        pieces = []
     for i, piece in enumerate(pieces):
         if i:
             out.append(bytes((i == len(pieces) - 1,)))  # BFINAL, BTYPE 00 (stored), padding

@@ -76,11 +76,11 @@ def _bmp_rle_at_limits(side: int) -> bytes:
     return bmp_rle8(side, side, row * side + b"\x00\x01")
 
 
-def _keyed_png_with_padding(width: int, height: int) -> bytes:
-    """A black 16-bit RGB PNG whose tRNS key is black (decode decodes it twice), its rows stored after
-    as much padding (empty Deflate blocks) as the PNG check lets through (PNG_DATA_EXPANSION 1.25)."""
-    rows = (b"\x00" + bytes(6 * width)) * height
-    data = png(width, height, 16, 2, zlib_with_empty_blocks(len(rows) // 4 - 65536, rows))
+def _keyed_png_with_padding(side: int, padding: int) -> bytes:
+    """A black 16-bit RGB PNG whose tRNS key is black (decode decodes it twice): ``padding`` bytes of
+    empty Deflate blocks, then its rows compressed (a few KB)."""
+    rows = (b"\x00" + bytes(6 * side)) * side
+    data = png(side, side, 16, 2, zlib_with_empty_blocks(padding, rows, compress=True))
     at = data.index(b"IDAT") - 4
     return data[:at] + png_chunk(b"tRNS", bytes(6)) + data[at:]
 
@@ -118,7 +118,10 @@ CASES: Dict[str, Callable[[], bytes]] = {
     "jpeg header 990 segments + 60 KiB fill": lambda: jpeg_header_padding_bomb(990, fill=61_440),
     "gif 65,536 extension blocks": lambda: gif_extension_bomb(32_767),
     "png 65,536 chunks": lambda: png_chunk_bomb(65_530),
-    "png 16-bit keyed 1400x1000, most padding allowed": lambda: _keyed_png_with_padding(1400, 1000),
+    "png 16-bit keyed 1280x1280, 7.4 MB of empty blocks (at the keyed limit)": lambda: _keyed_png_with_padding(
+        1280, 7_800_000),  # _file_limits.PNG_KEYED_16_BIT_DATA is 7,864,320
+    "png 16-bit keyed 1280x1280, 12 MB of empty blocks (over; 3.1-4 s before)": lambda: _keyed_png_with_padding(
+        1280, 12_000_000),
     "png 2500x2000 16-bit, 14 MB of empty blocks only": lambda: png(
         2500, 2000, 16, 2, zlib_with_empty_blocks(14_000_000, b"")),
     "tiff deflate, 14 strips of 1 MB empty blocks": lambda: tiff_jpeg_strips(

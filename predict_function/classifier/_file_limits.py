@@ -72,6 +72,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG: the default image and the first frame), plus PNG_DATA_SLACK. See _check_png_image_data.
 PNG_DATA_EXPANSION = 1.25
 PNG_DATA_SLACK = 65536
+# A 16-bit RGB PNG with a colour key (tRNS) is decoded twice (decode._apply_sixteen_bit_key), so its
+# image data may be half the default download cap: inflating it costs no more than any other file at
+# the cap. Before, 12 MB of empty Deflate blocks behind a black 1280 x 1280 keyed image (within 1.25x
+# its rows) held 3.1-4 s of CPU, the costliest request allowed; 7.5 MiB holds ~2 s.
+PNG_KEYED_16_BIT_DATA = 15 * 1024 * 1024 // 2
 # Compressed zTXt, iTXt and iCCP chunks in all: an ICC profile is tens to hundreds of KB, XMP text less.
 MAX_PNG_COMPRESSED_METADATA = 2 * 1024 * 1024
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
@@ -307,13 +312,13 @@ def _check_png_chunks(source: BinaryIO) -> None:
     and seeks over its data and CRC (a URL's body is then downloaded before the decoder starts: PNG only)."""
     source.seek(len(PNG_SIGNATURE))
     chunks = data_bytes = metadata_bytes = 0
-    animated = image_data = has_frames = False
+    animated = image_data = has_frames = keyed = False
     headers: list[bytes] = []
     while chunks <= MAX_PNG_CHUNKS:
         header = source.read(8)
         kind, length = header[4:], int.from_bytes(header[:4], "big")
         if len(header) < 8 or kind == b"IEND" or (kind == b"fcTL" and animated and image_data):
-            _check_png_image_data(headers, data_bytes, has_frames)
+            _check_png_image_data(headers, data_bytes, has_frames, keyed)
             return  # the end, the next frame, or a truncated file (Pillow's to report)
         chunks += 1
         if kind == b"IHDR" and length >= 13:  # Pillow takes any, and the last before the image data
@@ -324,6 +329,7 @@ def _check_png_chunks(source: BinaryIO) -> None:
         if kind == b"acTL" and length >= 4:  # num_frames first: more than one, and Pillow animates
             frames = int.from_bytes(source.read(4), "big")
             animated, has_frames, length = 1 < frames <= 2**31, True, length - 4
+        keyed |= kind == b"tRNS" and not image_data  # a later one is ignored (decode_image)
         if kind in (b"IDAT", b"DDAT", b"fdAT"):  # what Pillow's load_read takes as image data
             image_data = True
             data_bytes += length - 4 * (kind == b"fdAT")  # an fdAT starts with its sequence number
@@ -363,10 +369,11 @@ def _png_row_bytes(fields: bytes) -> int:
     return rows
 
 
-def _check_png_image_data(headers: list[bytes], data_bytes: int, has_frames: bool) -> None:
+def _check_png_image_data(headers: list[bytes], data_bytes: int, has_frames: bool, keyed: bool) -> None:
     """More compressed image data than PNG_DATA_EXPANSION x the filtered rows it decodes to (413),
     sized by the smallest of the IHDRs (a real file has one) and doubled when an acTL is there (the
-    default image and a first frame).
+    default image and a first frame); more than PNG_KEYED_16_BIT_DATA in a 16-bit RGB PNG with a colour
+    key (``keyed``: a tRNS before the image data), which is decoded twice.
 
     zlib inflates at a cost set by its input, not its output: 14 MB of empty Deflate blocks behind a
     1 x 1 PNG held 2.2 s of CPU (4.3 s as a 16-bit RGB PNG with a colour key, which
@@ -378,4 +385,9 @@ def _check_png_image_data(headers: list[bytes], data_bytes: int, has_frames: boo
     if data_bytes > rows * PNG_DATA_EXPANSION * (2 if has_frames else 1) + PNG_DATA_SLACK:
         raise PayloadTooLargeError(
             "the PNG holds more compressed image data than its pixels can need: refused, decoding it would take too long"
+        )
+    if keyed and data_bytes > PNG_KEYED_16_BIT_DATA and any(fields[8:10] == b"\x10\x02" for fields in headers):
+        raise PayloadTooLargeError(
+            f"the 16-bit RGB PNG with a colour key holds more than {PNG_KEYED_16_BIT_DATA} bytes of compressed image "
+            "data (it is decoded twice): refused, decoding it would take too long; save it without the key or in 8 bits"
         )
