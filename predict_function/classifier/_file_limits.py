@@ -75,7 +75,7 @@ PNG_DATA_SLACK = 65536
 # A 16-bit RGB PNG with a colour key (tRNS) is decoded twice (decode._apply_sixteen_bit_key), so its
 # image data may be half the default download cap: inflating it costs no more than any other file at
 # the cap. Before, 12 MB of empty Deflate blocks behind a black 1280 x 1280 keyed image (within 1.25x
-# its rows) held 3.1-4 s of CPU, the costliest request allowed; 7.5 MiB holds ~2 s.
+# its rows) held 3.1-4 s of CPU, the costliest request allowed; at 7.5 MiB, 2.1-2.8 s (bench.worst_case).
 PNG_KEYED_16_BIT_DATA = 15 * 1024 * 1024 // 2
 # Compressed zTXt, iTXt and iCCP chunks in all: an ICC profile is tens to hundreds of KB, XMP text less.
 MAX_PNG_COMPRESSED_METADATA = 2 * 1024 * 1024
