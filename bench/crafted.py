@@ -48,6 +48,12 @@ def png(width: int, height: int, bit_depth: int, color_type: int, idat: bytes) -
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
+def png_keyed(data: bytes, key: bytes) -> bytes:
+    """``data`` (a PNG) with a tRNS chunk holding ``key`` (a colour key) right before its image data."""
+    at = data.index(b"IDAT") - 4
+    return data[:at] + png_chunk(b"tRNS", key) + data[at:]
+
+
 def png_header_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
     """A 70-byte PNG whose header claims 50000x50000 RGB (7.5 GB decoded)."""
     return png(width, height, 8, 2, zlib.compress(b"\x00" * 64))
@@ -334,16 +340,14 @@ def zlib_with_empty_blocks(size: int, payload: bytes, compress: bool = False) ->
     """A zlib stream of ~``size`` bytes of empty dynamic Deflate blocks, then ``payload`` in stored
     blocks (or Deflate-compressed, ``compress``): inflating it costs ~0.16 s of CPU per MB of the
     empty blocks whatever the payload (a red-team's find)."""
-    pieces = [payload[i:i + 65535] for i in range(0, len(payload), 65535)] or [b""]
+    pieces = [] if compress else [payload[i:i + 65535] for i in range(0, len(payload), 65535)] or [b""]
     bits = _EMPTY_DYNAMIC_BLOCK * (size * 8 // len(_EMPTY_DYNAMIC_BLOCK))
-    last = len(pieces) == 1 and not compress
-    bits += ("1" if last else "0") + "00"  # the first stored block's header, then byte alignment
+    bits += ("1" if len(pieces) == 1 else "0") + "00"  # the first stored block's header, then byte alignment
     bits += "0" * (-len(bits) % 8)
     out = [pack_lsb_first(bits)]
-    if compress:  # an empty stored block, then the payload as raw Deflate (its own final block)
+    if compress:  # that first stored block empty, then the payload as raw Deflate (its own final block)
         deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
         out += [struct.pack("<HH", 0, 0xFFFF), deflate.compress(payload), deflate.flush()]
-        pieces = []
     for i, piece in enumerate(pieces):
         if i:
             out.append(bytes((i == len(pieces) - 1,)))  # BFINAL, BTYPE 00 (stored), padding

@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
 from bench import crafted  # noqa: E402
 from bench.cold_start import _staged_task_root, child_env, interleaved  # noqa: E402
 from bench.crafted import (bmp_rle8, builds_folder, encode, gif_extension_bomb, jpeg_header_padding_bomb,  # noqa: E402
-                           jpeg_scan_bomb, jpeg_sequential_scans, png, png_chunk, png_chunk_bomb, tiff_jpeg_strips,
+                           jpeg_scan_bomb, jpeg_sequential_scans, png, png_chunk_bomb, png_keyed, tiff_jpeg_strips,
                            tiff_strip_bomb, webp_lossless_groups, webp_lossless_walk, zlib_with_empty_blocks)
 
 _CHILD = r"""
@@ -80,9 +80,7 @@ def _keyed_png_with_padding(side: int, padding: int) -> bytes:
     """A black 16-bit RGB PNG whose tRNS key is black (decode decodes it twice): ``padding`` bytes of
     empty Deflate blocks, then its rows compressed (a few KB)."""
     rows = (b"\x00" + bytes(6 * side)) * side
-    data = png(side, side, 16, 2, zlib_with_empty_blocks(padding, rows, compress=True))
-    at = data.index(b"IDAT") - 4
-    return data[:at] + png_chunk(b"tRNS", bytes(6)) + data[at:]
+    return png_keyed(png(side, side, 16, 2, zlib_with_empty_blocks(padding, rows, compress=True)), bytes(6))
 
 
 def _photo_like(width: int, height: int, grain: float = 2.0) -> Image.Image:

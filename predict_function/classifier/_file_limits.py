@@ -386,7 +386,7 @@ def _check_png_image_data(headers: list[bytes], data_bytes: int, has_frames: boo
         raise PayloadTooLargeError(
             "the PNG holds more compressed image data than its pixels can need: refused, decoding it would take too long"
         )
-    if keyed and data_bytes > PNG_KEYED_16_BIT_DATA and any(fields[8:10] == b"\x10\x02" for fields in headers):
+    if keyed and data_bytes > PNG_KEYED_16_BIT_DATA and any(fields[8] == 16 and fields[9] == 2 for fields in headers):
         raise PayloadTooLargeError(
             f"the 16-bit RGB PNG with a colour key holds more than {PNG_KEYED_16_BIT_DATA} bytes of compressed image "
             "data (it is decoded twice): refused, decoding it would take too long; save it without the key or in 8 bits"

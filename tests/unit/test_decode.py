@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 
 from bench.crafted import (apng, bmp_rle8, exif_with_odd_tag, gif_extension_bomb, jpeg_arithmetic, jpeg_header_padding_bomb,
-                           jpeg_scan_bomb, jpeg_sequential_scans, png, png_chunk, png_chunk_bomb,
+                           jpeg_scan_bomb, jpeg_sequential_scans, png, png_chunk, png_chunk_bomb, png_keyed,
                            tiff_associated_alpha, tiff_jpeg_strips, tiff_strip_bomb, zlib_with_empty_blocks)
 from classifier import _file_limits
 from classifier.decode import DECODE_BYTES_PER_ROW, MAX_BMP_RLE_PIXELS, decode_image, to_rgb
@@ -755,12 +755,6 @@ def test_a_png_with_more_image_data_than_its_pixels_need_is_refused():
         decode_image(png(1, 1, 8, 0, zlib_with_empty_blocks(200_000, row)), MAX)
 
 
-def _keyed(data: bytes, key: bytes, before_image: bool = True) -> bytes:
-    """``data`` (a PNG) with a tRNS chunk holding ``key``, before its image data or after it."""
-    at = data.index(b"IDAT") - 4 if before_image else data.index(b"IEND") - 4
-    return data[:at] + png_chunk(b"tRNS", key) + data[at:]
-
-
 def test_a_keyed_sixteen_bit_rgb_png_may_carry_half_the_image_data():
     # decoded twice (the colour key's low bytes): 12 MB of empty Deflate blocks within 1.25x its rows held
     # 3.1-4 s of CPU; half the download cap in all costs no more than one file at the cap
@@ -769,14 +763,14 @@ def test_a_keyed_sixteen_bit_rgb_png_may_carry_half_the_image_data():
     assert len(stored) > _file_limits.PNG_KEYED_16_BIT_DATA
     black = png(side, side, 16, 2, stored)
     with pytest.raises(PayloadTooLargeError, match="16-bit RGB PNG with a colour key holds more than 7864320 bytes"):
-        decode_image(_keyed(black, bytes(6)), MAX)
+        decode_image(png_keyed(black, bytes(6)), MAX)
     assert decode_image(black, MAX).getpixel((0, 0)) == (0, 0, 0)  # without the key: once, any size
-    assert decode_image(_keyed(black, bytes(6), before_image=False), MAX).getpixel((0, 0)) == (0, 0, 0)  # a late key is ignored
+    assert decode_image(trns_after_idat(png_keyed(black, bytes(6))), MAX).getpixel((0, 0)) == (0, 0, 0)  # a late key is ignored
     small = png(side, side, 16, 2, zlib.compress((b"\x00" + bytes(6 * side)) * side))
-    assert decode_image(_keyed(small, bytes(6)), MAX).getpixel((0, 0)) == (255, 255, 255)  # keyed: composited on white
+    assert decode_image(png_keyed(small, bytes(6)), MAX).getpixel((0, 0)) == (255, 255, 255)  # keyed: composited on white
     eight_bit = png(1700, 1700, 8, 2, zlib.compress((b"\x00" + bytes(3 * 1700)) * 1700, 0))  # 8.7 MB: decoded once
     assert len(eight_bit) > _file_limits.PNG_KEYED_16_BIT_DATA
-    assert decode_image(_keyed(eight_bit, bytes(6)), MAX).getpixel((0, 0)) == (255, 255, 255)
+    assert decode_image(png_keyed(eight_bit, bytes(6)), MAX).getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_real_pngs_are_within_the_image_data_bound():
